@@ -8,7 +8,7 @@ import { formatPosition } from './diagnostics.js';
 import { canonicalJson } from './hash.js';
 import type { PathSegment } from './parse.js';
 import type { Loaded, PolicySet } from './resources.js';
-import { groupsCanOverlap } from './selector.js';
+import { compileGroup, compiledGroupsCanOverlap, constraintsOf } from './selector.js';
 import { PLATFORMS, type Platform, type PolicyBundle, type Rollout } from './types.js';
 
 export interface Leaf {
@@ -55,64 +55,76 @@ export function flattenBundle(b: PolicyBundle): Map<string, Leaf> {
 const platformSelector = (p: Platform) => ({ matchLabels: { 'muster.dev/platform': p } });
 
 export function checkConflicts(set: PolicySet): Diagnostic[] {
-  const rollouts = [...set.rollouts.values()].filter((r) => set.bundles.has(r.resource.spec.bundle));
   const flat = new Map<string, Map<string, Leaf>>();
   const leavesOf = (name: string) => {
     let f = flat.get(name);
     if (!f) flat.set(name, (f = flattenBundle(set.bundles.get(name)!.resource)));
     return f;
   };
-  const overlapCache = new Map<string, boolean>();
-  const groupsOverlap = (a: string, b: string, p: Platform): boolean => {
-    const key = a < b ? `${a}\0${b}\0${p}` : `${b}\0${a}\0${p}`;
-    let v = overlapCache.get(key);
-    if (v === undefined) {
-      const ga = set.groups.get(a)?.resource.spec;
-      const gb = set.groups.get(b)?.resource.spec;
-      v = !!ga && !!gb && groupsCanOverlap(ga, gb, platformSelector(p));
-      overlapCache.set(key, v);
-    }
-    return v;
+
+  // A large repository has ~125,000 rollout pairs: prepare everything per group
+  // and per rollout once, and cache group-pair answers in a typed array per platform.
+  const groupNames = [...set.groups.keys()];
+  const compiled = groupNames.map((g) => compileGroup(set.groups.get(g)!.resource.spec));
+  const groupIndex = new Map(groupNames.map((g, i) => [g, i]));
+  const n = groupNames.length;
+  const platformConstraints = PLATFORMS.map((p) => constraintsOf(platformSelector(p)));
+  const cache = PLATFORMS.map(() => new Uint8Array(n * n)); // 0 unknown, 1 disjoint, 2 can overlap
+  const overlap = (ia: number, ib: number, p: number): boolean => {
+    const slot = ia < ib ? ia * n + ib : ib * n + ia;
+    const m = cache[p]!;
+    if (m[slot] === 0) m[slot] = compiledGroupsCanOverlap(compiled[ia]!, compiled[ib]!, platformConstraints[p]) ? 2 : 1;
+    return m[slot] === 2;
   };
-  const platformsOf = (b: PolicyBundle) => new Set(b.spec.platforms ?? PLATFORMS);
+  const rollouts = [...set.rollouts.values()]
+    .filter((r) => set.bundles.has(r.resource.spec.bundle))
+    .map((r) => {
+      const bundle = set.bundles.get(r.resource.spec.bundle)!;
+      const platforms = bundle.resource.spec.platforms ?? PLATFORMS;
+      return {
+        r,
+        bundle,
+        mask: PLATFORMS.reduce((m, p, i) => (platforms.includes(p) ? m | (1 << i) : m), 0),
+        groups: r.resource.spec.groups.map((g) => groupIndex.get(g)).filter((x): x is number => x !== undefined),
+      };
+    });
 
   const out: Diagnostic[] = [];
   const reported = new Set<string>();
   for (let i = 0; i < rollouts.length; i++) {
+    const a = rollouts[i]!;
     for (let j = i + 1; j < rollouts.length; j++) {
-      const [ra, rb] = [rollouts[i]!, rollouts[j]!];
-      const [na, nb] = [ra.resource.spec.bundle, rb.resource.spec.bundle];
-      if (na === nb) continue;
-      const [ba, bb] = [set.bundles.get(na)!, set.bundles.get(nb)!];
-      const pa = platformsOf(ba.resource);
-      const pb = platformsOf(bb.resource);
+      const b = rollouts[j]!;
+      const mask = a.mask & b.mask;
+      if (mask === 0 || a.bundle === b.bundle) continue;
       const shared: Platform[] = [];
       let via: [string, string] | undefined;
-      for (const p of PLATFORMS) {
-        if (!pa.has(p) || !pb.has(p)) continue;
-        const pair = firstOverlap(ra.resource, rb.resource, (x, y) => groupsOverlap(x, y, p));
+      for (let p = 0; p < PLATFORMS.length; p++) {
+        if (!(mask & (1 << p))) continue;
+        const pair = firstOverlap(a.groups, b.groups, (x, y) => overlap(x, y, p));
         if (pair) {
-          shared.push(p);
-          via ??= pair;
+          shared.push(PLATFORMS[p]!);
+          via ??= [groupNames[pair[0]]!, groupNames[pair[1]]!];
         }
       }
       if (!via) continue;
+      const [na, nb] = [a.bundle.resource.metadata.name, b.bundle.resource.metadata.name];
       const [la, lb] = [leavesOf(na), leavesOf(nb)];
-      for (const [key, a] of la) {
-        const b = lb.get(key);
-        if (!b || a.value === b.value || (a.platform && !shared.includes(a.platform))) continue;
-        const id = [na, nb].sort().join('\0') + '\0' + key;
+      for (const [key, x] of la) {
+        const y = lb.get(key);
+        if (!y || x.value === y.value || (x.platform && !shared.includes(x.platform))) continue;
+        const id = (na < nb ? `${na}\0${nb}` : `${nb}\0${na}`) + '\0' + key;
         if (reported.has(id)) continue;
         reported.add(id);
-        out.push(conflict(key, [ba, a, ra], [bb, b, rb], via));
+        out.push(conflict(key, [a.bundle, x, a.r], [b.bundle, y, b.r], via));
       }
     }
   }
   return out;
 }
 
-function firstOverlap(a: Rollout, b: Rollout, overlap: (x: string, y: string) => boolean): [string, string] | undefined {
-  for (const x of a.spec.groups) for (const y of b.spec.groups) if (overlap(x, y)) return [x, y];
+function firstOverlap(a: readonly number[], b: readonly number[], overlap: (x: number, y: number) => boolean): [number, number] | undefined {
+  for (const x of a) for (const y of b) if (overlap(x, y)) return [x, y];
   return undefined;
 }
 

@@ -81,23 +81,63 @@ export function constraintsOf(sel: LabelSelector, into: Constraints = new Map())
   return into;
 }
 
+/** Can one value satisfy all these constraints on a key at once? */
+function keySatisfiable(cs: readonly KeyConstraint[]): boolean {
+  let mustExist = false;
+  let mustNotExist = false;
+  let candidates: Set<string> | undefined;
+  for (const c of cs) {
+    mustExist ||= c.mustExist;
+    mustNotExist ||= c.mustNotExist;
+    if (c.in) candidates = candidates ? new Set([...c.in].filter((v) => candidates!.has(v))) : c.in;
+  }
+  if (mustNotExist && (mustExist || candidates !== undefined)) return false;
+  if (candidates) {
+    for (const v of candidates) if (!cs.some((c) => c.notIn.has(v))) return true;
+    return false;
+  }
+  return true;
+}
+
 export function satisfiable(m: Constraints): boolean {
-  for (const c of m.values()) {
-    if (c.mustNotExist && (c.mustExist || c.in !== undefined)) return false;
-    if (c.in && ![...c.in].some((v) => !c.notIn.has(v))) return false;
+  for (const c of m.values()) if (!keySatisfiable([c])) return false;
+  return true;
+}
+
+/** A group prepared once for many overlap questions. */
+export interface CompiledGroup {
+  include: readonly string[];
+  exclude: ReadonlySet<string>;
+  /** Undefined when the group has no selector (it holds only its includes). */
+  constraints?: Constraints;
+  selectorSatisfiable: boolean;
+}
+
+export function compileGroup(spec: DeviceGroupSpec): CompiledGroup {
+  const constraints = spec.selector ? constraintsOf(spec.selector) : undefined;
+  return {
+    include: spec.include ?? [],
+    exclude: new Set(spec.exclude ?? []),
+    ...(constraints ? { constraints } : {}),
+    selectorSatisfiable: constraints ? satisfiable(constraints) : false,
+  };
+}
+
+/** Can some device be in both groups and satisfy `extra` (e.g. a platform)? Conservative: "yes" unless provably not. */
+export function compiledGroupsCanOverlap(a: CompiledGroup, b: CompiledGroup, extra?: Constraints): boolean {
+  if (a.include.some((id) => !b.exclude.has(id)) || b.include.some((id) => !a.exclude.has(id))) return true;
+  if (!a.constraints || !b.constraints || !a.selectorSatisfiable || !b.selectorSatisfiable) return false;
+  const keys = new Set([...a.constraints.keys(), ...b.constraints.keys(), ...(extra?.keys() ?? [])]);
+  for (const k of keys) {
+    const cs = [a.constraints.get(k), b.constraints.get(k), extra?.get(k)].filter((c): c is KeyConstraint => !!c);
+    if (cs.length > 1 && !keySatisfiable(cs)) return false;
   }
   return true;
 }
 
 /** Can some device be in both groups (and satisfy `extra`, e.g. a platform)? */
 export function groupsCanOverlap(a: DeviceGroupSpec, b: DeviceGroupSpec, extra?: LabelSelector): boolean {
-  const includedInto = (x: DeviceGroupSpec, y: DeviceGroupSpec) => (x.include ?? []).some((id) => !(y.exclude ?? []).includes(id));
-  if (includedInto(a, b) || includedInto(b, a)) return true;
-  if (!a.selector || !b.selector) return false;
-  const m = constraintsOf(a.selector);
-  constraintsOf(b.selector, m);
-  if (extra) constraintsOf(extra, m);
-  return satisfiable(m);
+  return compiledGroupsCanOverlap(compileGroup(a), compileGroup(b), extra ? constraintsOf(extra) : undefined);
 }
 
 /** Does the group's selector (ignoring includes) leave any device at all? */

@@ -14,31 +14,46 @@ export interface ReadResult {
 
 export const isPolicyFileName = (name: string): boolean => /\.ya?ml$/i.test(name);
 
+function toSource(path: string, bytes: Uint8Array): SourceFile | Diagnostic {
+  const checked = checkText(path, bytes);
+  return typeof checked === 'string' ? { path, text: checked } : checked;
+}
+
 export async function readPolicyDir(root: string): Promise<ReadResult> {
   const files: SourceFile[] = [];
   const diagnostics: Diagnostic[] = [];
   const rel = (p: string) => relative(root, p).split(sep).join('/');
 
+  const paths: string[] = [];
   const walk = async (dir: string): Promise<void> => {
     const entries = await readdir(dir, { withFileTypes: true });
-    entries.sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const e of entries) {
       const full = join(dir, e.name);
       if (e.isDirectory()) {
-        if (e.name.startsWith('.') || e.name === 'node_modules') continue;
-        await walk(full);
-      } else if (e.isFile() && isPolicyFileName(e.name)) {
-        const { size } = await lstat(full);
-        if (size > LIMITS.maxFileBytes) {
-          diagnostics.push({ file: rel(full), line: 0, column: 0, severity: 'error', code: 'file-too-large', message: `file is ${formatBytes(size)}, over the ${formatBytes(LIMITS.maxFileBytes)} limit for a policy file` });
-          continue;
-        }
-        const checked = checkText(rel(full), await readFile(full));
-        if (typeof checked === 'string') files.push({ path: rel(full), text: checked });
-        else diagnostics.push(checked);
-      }
+        if (!e.name.startsWith('.') && e.name !== 'node_modules') await walk(full);
+      } else if (e.isFile() && isPolicyFileName(e.name)) paths.push(full);
     }
   };
   await walk(root);
+  paths.sort();
+
+  // Read many files at once (a large repository has thousands), keeping results in path order.
+  const results: Array<SourceFile | Diagnostic> = new Array(paths.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < paths.length; i = next++) {
+      const full = paths[i]!;
+      const { size } = await lstat(full);
+      results[i] =
+        size > LIMITS.maxFileBytes
+          ? { file: rel(full), line: 0, column: 0, severity: 'error', code: 'file-too-large', message: `file is ${formatBytes(size)}, over the ${formatBytes(LIMITS.maxFileBytes)} limit for a policy file` }
+          : toSource(rel(full), await readFile(full));
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  for (const r of results) {
+    if ('text' in r) files.push(r);
+    else diagnostics.push(r);
+  }
   return { files, diagnostics };
 }
