@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../package-root.js';
+import { registerDbCommands } from './commands/db.js';
 import { registerHash } from './commands/hash.js';
 import { registerSchema } from './commands/schema.js';
 import { registerValidate } from './commands/validate.js';
@@ -26,11 +27,14 @@ Exit status: 0 success, 1 the checked thing is wrong (invalid policy, failed che
 Examples:
   $ muster validate policies/ --previous origin/main
   $ muster hash policies/ --output json
-  $ muster schema --out .schemas`,
+  $ muster schema --out .schemas
+  $ muster db migrate
+  $ muster audit verify`,
     );
   registerValidate(program, io, setExit);
   registerHash(program, io, setExit);
   registerSchema(program, io);
+  registerDbCommands(program, io, setExit);
   // Every subcommand reports usage errors the same way.
   for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)').configureOutput(program.configureOutput());
   return program;

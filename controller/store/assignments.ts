@@ -1,0 +1,103 @@
+// Desired state: for each device and rollout, the bundle hash the device
+// should have and the sticky bucket that decided it (kept for audit).
+import type { Db, Queryable } from './db.js';
+
+export interface AssignmentInput {
+  deviceId: string;
+  rollout: string;
+  revision: number;
+  bundleHash: string;
+  /** 0..9999, basis points. */
+  bucket: number;
+}
+
+export interface Assignment extends AssignmentInput {
+  /** When the bundle last changed for this device. */
+  assignedAt: Date;
+}
+
+export interface AssignmentStore {
+  /**
+   * Upserts in one statement; returns the device ids whose bundle, revision or
+   * bucket actually changed (the devices the reconciler must diff again).
+   */
+  assign(list: readonly AssignmentInput[], q?: Queryable): Promise<string[]>;
+  forDevice(deviceId: string, q?: Queryable): Promise<Assignment[]>;
+  /** Keyset-paginated by device id. */
+  forRollout(rollout: string, opts?: { afterDeviceId?: string; limit?: number }): Promise<Assignment[]>;
+  /** How many devices each bundle hash is assigned to under a rollout. */
+  countByBundle(rollout: string): Promise<Record<string, number>>;
+  /** Removes a rollout's assignments (all, or of these devices); returns how many. */
+  remove(rollout: string, deviceIds?: readonly string[], q?: Queryable): Promise<number>;
+}
+
+interface AssignmentRow {
+  device_id: string;
+  rollout: string;
+  revision: number;
+  bundle_hash: string;
+  bucket: number;
+  assigned_at: Date;
+}
+
+const toAssignment = (r: AssignmentRow): Assignment => ({
+  deviceId: r.device_id,
+  rollout: r.rollout,
+  revision: r.revision,
+  bundleHash: r.bundle_hash,
+  bucket: r.bucket,
+  assignedAt: r.assigned_at,
+});
+
+export function createAssignmentStore(db: Db): AssignmentStore {
+  return {
+    async assign(list, q = db) {
+      // One row per (device, rollout): a statement may not update a row twice. The last one wins.
+      const rows = [...new Map(list.map((a) => [`${a.rollout}\u0000${a.deviceId}`, a])).values()];
+      if (rows.length === 0) return [];
+      const r = await q.query<{ device_id: string }>(
+        `INSERT INTO assignments (device_id, rollout, revision, bundle_hash, bucket)
+         SELECT e->>'d', e->>'r', (e->>'v')::int, e->>'h', (e->>'b')::int
+           FROM jsonb_array_elements($1::text::jsonb) AS b(e)
+         ON CONFLICT (device_id, rollout) DO UPDATE
+           SET revision = EXCLUDED.revision, bundle_hash = EXCLUDED.bundle_hash, bucket = EXCLUDED.bucket,
+               assigned_at = CASE WHEN assignments.bundle_hash = EXCLUDED.bundle_hash
+                                  THEN assignments.assigned_at ELSE now() END
+           WHERE (assignments.revision, assignments.bundle_hash, assignments.bucket)
+                 IS DISTINCT FROM (EXCLUDED.revision, EXCLUDED.bundle_hash, EXCLUDED.bucket)
+         RETURNING device_id`,
+        [JSON.stringify(rows.map((a) => ({ d: a.deviceId, r: a.rollout, v: a.revision, h: a.bundleHash, b: a.bucket })))],
+      );
+      return r.rows.map((x) => x.device_id);
+    },
+
+    async forDevice(deviceId, q = db) {
+      const r = await q.query<AssignmentRow>('SELECT * FROM assignments WHERE device_id = $1 ORDER BY rollout', [deviceId]);
+      return r.rows.map(toAssignment);
+    },
+
+    async forRollout(rollout, opts = {}) {
+      const r = await db.reader.query<AssignmentRow>(
+        `SELECT * FROM assignments WHERE rollout = $1 AND device_id > $2 ORDER BY device_id LIMIT $3`,
+        [rollout, opts.afterDeviceId ?? '', opts.limit ?? 1000],
+      );
+      return r.rows.map(toAssignment);
+    },
+
+    async countByBundle(rollout) {
+      const r = await db.reader.query<{ bundle_hash: string; n: number }>(
+        'SELECT bundle_hash, count(*) AS n FROM assignments WHERE rollout = $1 GROUP BY bundle_hash',
+        [rollout],
+      );
+      return Object.fromEntries(r.rows.map((x) => [x.bundle_hash, Number(x.n)]));
+    },
+
+    async remove(rollout, deviceIds, q = db) {
+      const r = await q.query('DELETE FROM assignments WHERE rollout = $1 AND ($2::text[] IS NULL OR device_id = ANY($2::text[]))', [
+        rollout,
+        deviceIds ? [...deviceIds] : null,
+      ]);
+      return r.rowCount;
+    },
+  };
+}

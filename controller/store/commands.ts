@@ -1,0 +1,361 @@
+// The command queue. A command is an opaque, protocol-specific payload for one
+// device; the queue only knows its lifecycle:
+//
+//   pending ─► sent ─► acknowledged ─► completed | failed
+//      ▲        │  ▲
+//      │        ▼  │ (after backoff)         anything unfinished ─► expired
+//      └───── not_now                        (at expires_at, by sweep())
+//
+// Delivery order is priority (higher first), then seq (a monotonic sequence),
+// never a timestamp. Claims take rows with FOR UPDATE SKIP LOCKED, so
+// concurrent workers never get the same command. A sent command that is never
+// answered becomes deliverable again when its lease (not_before) runs out,
+// until max_attempts deliveries have been made.
+//
+// Two ways to take work: nextForDevice() (a device checking in) considers the
+// device's pending, not_now and sent rows directly; claim() (workers across
+// all devices) reads only 'pending' rows from a small index, and sweep() puts
+// sent and not_now rows whose lease or backoff ran out back to pending.
+import type { Db, Queryable } from './db.js';
+
+export type CommandState = 'pending' | 'sent' | 'acknowledged' | 'not_now' | 'completed' | 'failed' | 'expired';
+export const FINISHED_STATES: readonly CommandState[] = ['completed', 'failed', 'expired'];
+
+export interface NewCommand {
+  /** Idempotency key: enqueueing the same UUID again is a no-op. */
+  uuid: string;
+  deviceId: string;
+  type: string;
+  /** The protocol-specific body, opaque to the store. */
+  payload?: unknown;
+  /** Higher runs first. Default 0. */
+  priority?: number;
+  /** Deliveries allowed, NotNow ones included. Default 10. */
+  maxAttempts?: number;
+  notBefore?: Date;
+  expiresAt?: Date;
+}
+
+export interface Command {
+  seq: number;
+  uuid: string;
+  deviceId: string;
+  type: string;
+  payload: unknown;
+  priority: number;
+  state: CommandState;
+  attempts: number;
+  maxAttempts: number;
+  notBefore: Date;
+  expiresAt: Date | null;
+  lastError: string | null;
+  createdAt: Date;
+  sentAt: Date | null;
+  acknowledgedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+export type ReportStatus = 'acknowledged' | 'completed' | 'failed' | 'not_now';
+
+export interface CommandReport {
+  status: ReportStatus;
+  /** What the device sent back, opaque to the store. */
+  result?: unknown;
+  error?: string;
+  /** For not_now: when to try again; default exponential backoff on attempts. */
+  retryAfterMs?: number;
+}
+
+export interface ReportOutcome {
+  /** False when the report was a duplicate, for an unknown command, or too late to matter. */
+  changed: boolean;
+  reason?: 'unknown' | 'duplicate' | 'finished' | 'not-sent';
+  command?: Command;
+}
+
+export interface ClaimOptions {
+  limit?: number;
+  /** How long a sent command waits for an answer before it may be delivered again. */
+  leaseMs?: number;
+}
+
+export interface QueueOptions {
+  leaseMs?: number;
+  notNowBackoff?: { baseMs?: number; capMs?: number };
+}
+
+export interface CommandQueue {
+  enqueue(commands: NewCommand | readonly NewCommand[], q?: Queryable): Promise<{ inserted: { uuid: string; seq: number }[]; duplicates: string[] }>;
+  /** Claims the next deliverable commands of one device (state → sent, attempts + 1). */
+  nextForDevice(deviceId: string, opts?: ClaimOptions, q?: Queryable): Promise<Command[]>;
+  /** Claims deliverable commands across all devices. */
+  claim(opts?: ClaimOptions, q?: Queryable): Promise<Command[]>;
+  /** Records a device's answer; idempotent. */
+  report(uuid: string, report: CommandReport, q?: Queryable): Promise<ReportOutcome>;
+  get(uuid: string, q?: Queryable): Promise<Command | undefined>;
+  /** Newest first, finished ones included. */
+  listForDevice(deviceId: string, opts?: { limit?: number; beforeSeq?: number }): Promise<Command[]>;
+  results(uuid: string): Promise<{ attempt: number; status: ReportStatus; result: unknown; error: string | null; reportedAt: Date }[]>;
+  /** Devices with a deliverable command now (for push wake-ups). */
+  devicesWithDueCommands(limit?: number): Promise<string[]>;
+  /**
+   * Expires overdue commands, fails those out of attempts, and puts sent and
+   * not_now commands whose lease or backoff ran out back to pending. Run it
+   * every few seconds (the leader does).
+   */
+  sweep(q?: Queryable): Promise<{ expired: number; exhausted: number; requeued: number }>;
+  countByState(): Promise<Record<CommandState, number>>;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(s: string): boolean {
+  return UUID.test(s);
+}
+
+interface CommandRow {
+  seq: number | string;
+  uuid: string;
+  device_id: string;
+  type: string;
+  payload: unknown;
+  priority: number;
+  state: CommandState;
+  attempts: number;
+  max_attempts: number;
+  not_before: Date;
+  expires_at: Date | null;
+  last_error: string | null;
+  created_at: Date;
+  sent_at: Date | null;
+  acknowledged_at: Date | null;
+  finished_at: Date | null;
+}
+
+function toCommand(r: CommandRow): Command {
+  return {
+    seq: Number(r.seq),
+    uuid: r.uuid,
+    deviceId: r.device_id,
+    type: r.type,
+    payload: r.payload,
+    priority: r.priority,
+    state: r.state,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    notBefore: r.not_before,
+    expiresAt: r.expires_at,
+    lastError: r.last_error,
+    createdAt: r.created_at,
+    sentAt: r.sent_at,
+    acknowledgedAt: r.acknowledged_at,
+    finishedAt: r.finished_at,
+  };
+}
+
+const byDeliveryOrder = (a: Command, b: Command) => b.priority - a.priority || a.seq - b.seq;
+
+// Deliverable: due, unexpired, attempts left (the state is the caller's part).
+const DUE = `not_before <= now()
+  AND (expires_at IS NULL OR expires_at > now())
+  AND attempts < max_attempts`;
+const DELIVERABLE = `state IN ('pending', 'sent', 'not_now') AND ${DUE}`;
+
+const CLAIM_SET = `state = 'sent', attempts = c.attempts + 1, sent_at = now(),
+  not_before = now() + ($LEASE::double precision * interval '1 millisecond')`;
+
+export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueue {
+  const defaultLease = opts.leaseMs ?? 5 * 60_000;
+  const nnBase = opts.notNowBackoff?.baseMs ?? 30_000;
+  const nnCap = opts.notNowBackoff?.capMs ?? 60 * 60_000;
+
+  async function claimWhere(where: string, params: unknown[], o: ClaimOptions, q: Queryable): Promise<Command[]> {
+    const limit = o.limit ?? 1;
+    if (!Number.isInteger(limit) || limit < 1) throw new Error('claim limit must be a positive integer');
+    const n = params.length;
+    const r = await q.query<CommandRow>(
+      `WITH picked AS (
+         SELECT seq FROM commands
+          WHERE ${where} AND ${DUE}
+          ORDER BY priority DESC, seq
+          LIMIT $${n + 1}
+          FOR UPDATE SKIP LOCKED)
+       UPDATE commands c SET ${CLAIM_SET.replace('$LEASE', `$${n + 2}`)}
+         FROM picked WHERE c.seq = picked.seq
+       RETURNING c.*`,
+      [...params, limit, o.leaseMs ?? defaultLease],
+    );
+    return r.rows.map(toCommand).sort(byDeliveryOrder);
+  }
+
+  return {
+    async enqueue(commands, q = db) {
+      const list = Array.isArray(commands) ? commands : [commands as NewCommand];
+      const seen = new Set<string>();
+      const unique: NewCommand[] = [];
+      for (const c of list) {
+        if (!isUuid(c.uuid)) throw new Error(`command uuid "${c.uuid}" is not a UUID`);
+        const key = c.uuid.toLowerCase();
+        if (seen.has(key)) continue;
+        seen.add(key);
+        unique.push(c);
+      }
+      if (unique.length === 0) return { inserted: [], duplicates: [] };
+      // One JSON parameter for the whole batch: no parameter-count limit, same on both backends.
+      const batch = unique.map((c) => ({
+        u: c.uuid,
+        d: c.deviceId,
+        t: c.type,
+        p: c.payload ?? {},
+        r: c.priority ?? 0,
+        m: c.maxAttempts ?? 10,
+        nb: c.notBefore?.toISOString() ?? null,
+        x: c.expiresAt?.toISOString() ?? null,
+      }));
+      const r = await q.query<{ uuid: string; seq: number }>(
+        `INSERT INTO commands (uuid, device_id, type, payload, priority, max_attempts, not_before, expires_at)
+         SELECT (e->>'u')::uuid, e->>'d', e->>'t', e->'p', (e->>'r')::int, (e->>'m')::int,
+                COALESCE((e->>'nb')::timestamptz, now()), (e->>'x')::timestamptz
+           FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS b(e, i)
+          ORDER BY i
+         ON CONFLICT (uuid) DO NOTHING
+         RETURNING uuid, seq`,
+        [JSON.stringify(batch)],
+      );
+      const inserted = r.rows.map((x) => ({ uuid: x.uuid, seq: Number(x.seq) })).sort((a, b) => a.seq - b.seq);
+      const got = new Set(inserted.map((x) => x.uuid.toLowerCase()));
+      return { inserted, duplicates: unique.filter((c) => !got.has(c.uuid.toLowerCase())).map((c) => c.uuid) };
+    },
+
+    nextForDevice(deviceId, o = {}, q = db) {
+      return claimWhere(`device_id = $1 AND state IN ('pending', 'sent', 'not_now')`, [deviceId], o, q);
+    },
+
+    claim(o = {}, q = db) {
+      return claimWhere(`state = 'pending'`, [], { limit: 100, ...o }, q);
+    },
+
+    async report(uuid, rep, q) {
+      if (!isUuid(uuid)) return { changed: false, reason: 'unknown' };
+      const run = async (tx: Queryable): Promise<ReportOutcome> => {
+        const cur = await tx.query<CommandRow>('SELECT * FROM commands WHERE uuid = $1 FOR UPDATE', [uuid]);
+        const row = cur.rows[0];
+        if (!row) return { changed: false, reason: 'unknown' };
+        const ins = await tx.query(
+          `INSERT INTO command_results (command_uuid, attempt, status, result, error)
+           VALUES ($1, $2, $3, $4::text::jsonb, $5)
+           ON CONFLICT (command_uuid, attempt, status) DO NOTHING
+           RETURNING id`,
+          [uuid, row.attempts, rep.status, rep.result === undefined ? null : JSON.stringify(rep.result), rep.error ?? null],
+        );
+        if (ins.rowCount === 0) return { changed: false, reason: 'duplicate', command: toCommand(row) };
+        if (FINISHED_STATES.includes(row.state)) return { changed: false, reason: 'finished', command: toCommand(row) };
+        let upd: { sql: string; params: unknown[] } | undefined;
+        switch (rep.status) {
+          case 'acknowledged':
+            if (row.state === 'sent') {
+              upd = { sql: `state = 'acknowledged', acknowledged_at = now()`, params: [] };
+            }
+            break;
+          case 'completed':
+            upd = { sql: `state = 'completed', finished_at = now(), last_error = NULL`, params: [] };
+            break;
+          case 'failed':
+            upd = { sql: `state = 'failed', finished_at = now(), last_error = $2`, params: [rep.error ?? 'failed'] };
+            break;
+          case 'not_now': {
+            if (row.state !== 'sent') break;
+            const wait = rep.retryAfterMs ?? Math.min(nnCap, nnBase * 2 ** Math.max(0, Math.min(row.attempts - 1, 30)));
+            upd = {
+              sql: `state = 'not_now', not_before = now() + ($2::double precision * interval '1 millisecond')`,
+              params: [wait],
+            };
+            break;
+          }
+        }
+        if (!upd) return { changed: false, reason: 'not-sent', command: toCommand(row) };
+        const done = await tx.query<CommandRow>(`UPDATE commands SET ${upd.sql} WHERE uuid = $1 RETURNING *`, [
+          uuid,
+          ...upd.params,
+        ]);
+        return { changed: true, command: toCommand(done.rows[0]!) };
+      };
+      return q ? run(q) : db.transaction(run);
+    },
+
+    async get(uuid, q = db) {
+      if (!isUuid(uuid)) return undefined;
+      const r = await q.query<CommandRow>('SELECT * FROM commands WHERE uuid = $1', [uuid]);
+      return r.rows[0] ? toCommand(r.rows[0]) : undefined;
+    },
+
+    async listForDevice(deviceId, o = {}) {
+      const r = await db.reader.query<CommandRow>(
+        `SELECT * FROM commands WHERE device_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+          ORDER BY seq DESC LIMIT $3`,
+        [deviceId, o.beforeSeq ?? null, o.limit ?? 100],
+      );
+      return r.rows.map(toCommand);
+    },
+
+    async results(uuid) {
+      if (!isUuid(uuid)) return [];
+      const r = await db.reader.query<{
+        attempt: number;
+        status: ReportStatus;
+        result: unknown;
+        error: string | null;
+        reported_at: Date;
+      }>('SELECT attempt, status, result, error, reported_at FROM command_results WHERE command_uuid = $1 ORDER BY id', [
+        uuid,
+      ]);
+      return r.rows.map((x) => ({ attempt: x.attempt, status: x.status, result: x.result, error: x.error, reportedAt: x.reported_at }));
+    },
+
+    async devicesWithDueCommands(limit = 1000) {
+      const r = await db.query<{ device_id: string }>(
+        `SELECT device_id FROM (
+           SELECT device_id, min(seq) AS first FROM commands WHERE ${DELIVERABLE}
+            GROUP BY device_id) d
+          ORDER BY first LIMIT $1`,
+        [limit],
+      );
+      return r.rows.map((x) => x.device_id);
+    },
+
+    async sweep(q = db) {
+      const expired = await q.query(
+        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = 'expired'
+          WHERE expires_at IS NOT NULL AND expires_at <= now()
+            AND state IN ('pending', 'sent', 'acknowledged', 'not_now')`,
+      );
+      // Out of attempts, and the last delivery's lease or backoff has run out.
+      const exhausted = await q.query(
+        `UPDATE commands SET state = 'failed', finished_at = now(), last_error = 'no attempts left'
+          WHERE state IN ('pending', 'sent', 'not_now') AND attempts >= max_attempts AND not_before <= now()`,
+      );
+      const requeued = await q.query(
+        `UPDATE commands SET state = 'pending'
+          WHERE state IN ('sent', 'not_now') AND ${DUE}`,
+      );
+      return { expired: expired.rowCount, exhausted: exhausted.rowCount, requeued: requeued.rowCount };
+    },
+
+    async countByState() {
+      const out: Record<CommandState, number> = {
+        pending: 0,
+        sent: 0,
+        acknowledged: 0,
+        not_now: 0,
+        completed: 0,
+        failed: 0,
+        expired: 0,
+      };
+      const r = await db.reader.query<{ state: CommandState; n: number }>(
+        'SELECT state, count(*) AS n FROM commands GROUP BY state',
+      );
+      for (const x of r.rows) out[x.state] = Number(x.n);
+      return out;
+    },
+  };
+}
