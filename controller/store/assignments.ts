@@ -11,9 +11,20 @@ export interface AssignmentInput {
   bucket: number;
 }
 
+export type SyncState = 'Synced' | 'OutOfSync' | 'Pending' | 'Failed';
+
 export interface Assignment extends AssignmentInput {
   /** When the bundle last changed for this device. */
   assignedAt: Date;
+  sync: SyncState;
+  syncDetail: string;
+}
+
+export interface SyncUpdate {
+  deviceId: string;
+  rollout: string;
+  sync: SyncState;
+  detail?: string;
 }
 
 export interface AssignmentStore {
@@ -27,6 +38,12 @@ export interface AssignmentStore {
   forRollout(rollout: string, opts?: { afterDeviceId?: string; limit?: number }): Promise<Assignment[]>;
   /** How many devices each bundle hash is assigned to under a rollout. */
   countByBundle(rollout: string): Promise<Record<string, number>>;
+  /** Every assignment, page by page (the reconciler's cache at start-up). */
+  all(pageSize?: number): AsyncGenerator<Assignment[]>;
+  /** Sets sync state; returns how many rows changed. */
+  setSync(list: readonly SyncUpdate[], q?: Queryable): Promise<number>;
+  /** Device counts per bundle hash and sync state under a rollout: {"sha256:…": {"Synced": 3}}. */
+  syncCounts(rollout: string, q?: Queryable): Promise<Record<string, Partial<Record<SyncState, number>>>>;
   /** Removes a rollout's assignments (all, or of these devices); returns how many. */
   remove(rollout: string, deviceIds?: readonly string[], q?: Queryable): Promise<number>;
 }
@@ -38,6 +55,8 @@ interface AssignmentRow {
   bundle_hash: string;
   bucket: number;
   assigned_at: Date;
+  sync: SyncState;
+  sync_detail: string;
 }
 
 const toAssignment = (r: AssignmentRow): Assignment => ({
@@ -47,6 +66,8 @@ const toAssignment = (r: AssignmentRow): Assignment => ({
   bundleHash: r.bundle_hash,
   bucket: r.bucket,
   assignedAt: r.assigned_at,
+  sync: r.sync,
+  syncDetail: r.sync_detail,
 });
 
 export function createAssignmentStore(db: Db): AssignmentStore {
@@ -61,6 +82,7 @@ export function createAssignmentStore(db: Db): AssignmentStore {
            FROM jsonb_array_elements($1::text::jsonb) AS b(e)
          ON CONFLICT (device_id, rollout) DO UPDATE
            SET revision = EXCLUDED.revision, bundle_hash = EXCLUDED.bundle_hash, bucket = EXCLUDED.bucket,
+               sync = CASE WHEN assignments.bundle_hash = EXCLUDED.bundle_hash THEN assignments.sync ELSE 'OutOfSync' END,
                assigned_at = CASE WHEN assignments.bundle_hash = EXCLUDED.bundle_hash
                                   THEN assignments.assigned_at ELSE now() END
            WHERE (assignments.revision, assignments.bundle_hash, assignments.bucket)
@@ -90,6 +112,44 @@ export function createAssignmentStore(db: Db): AssignmentStore {
         [rollout],
       );
       return Object.fromEntries(r.rows.map((x) => [x.bundle_hash, Number(x.n)]));
+    },
+
+    async *all(pageSize = 10_000) {
+      let after = { d: '', r: '' };
+      for (;;) {
+        const r = await db.reader.query<AssignmentRow>(
+          'SELECT * FROM assignments WHERE (device_id, rollout) > ($1, $2) ORDER BY device_id, rollout LIMIT $3',
+          [after.d, after.r, pageSize],
+        );
+        if (r.rows.length === 0) return;
+        yield r.rows.map(toAssignment);
+        const last = r.rows[r.rows.length - 1]!;
+        after = { d: last.device_id, r: last.rollout };
+        if (r.rows.length < pageSize) return;
+      }
+    },
+
+    async setSync(list, q = db) {
+      if (list.length === 0) return 0;
+      const r = await q.query(
+        `UPDATE assignments a SET sync = e->>'s', sync_detail = COALESCE(e->>'m', ''),
+                synced_at = CASE WHEN e->>'s' = 'Synced' THEN now() ELSE a.synced_at END
+           FROM jsonb_array_elements($1::text::jsonb) AS b(e)
+          WHERE a.device_id = e->>'d' AND a.rollout = e->>'r'
+            AND (a.sync, a.sync_detail) IS DISTINCT FROM (e->>'s', COALESCE(e->>'m', ''))`,
+        [JSON.stringify(list.map((u) => ({ d: u.deviceId, r: u.rollout, s: u.sync, m: u.detail ?? '' })))],
+      );
+      return r.rowCount;
+    },
+
+    async syncCounts(rollout, q = db) {
+      const r = await q.query<{ bundle_hash: string; sync: SyncState; n: number }>(
+        'SELECT bundle_hash, sync, count(*) AS n FROM assignments WHERE rollout = $1 GROUP BY bundle_hash, sync',
+        [rollout],
+      );
+      const out: Record<string, Partial<Record<SyncState, number>>> = {};
+      for (const x of r.rows) (out[x.bundle_hash] ??= {})[x.sync] = Number(x.n);
+      return out;
     },
 
     async remove(rollout, deviceIds, q = db) {

@@ -96,6 +96,8 @@ export interface CommandQueue {
   /** Newest first, finished ones included. */
   listForDevice(deviceId: string, opts?: { limit?: number; beforeSeq?: number }): Promise<Command[]>;
   results(uuid: string): Promise<{ attempt: number; status: ReportStatus; result: unknown; error: string | null; reportedAt: Date }[]>;
+  /** How many of a device's commands are not finished (pending, sent, acknowledged, not_now). */
+  unfinishedCount(deviceId: string, q?: Queryable): Promise<number>;
   /** Devices with a deliverable command now (for push wake-ups). */
   devicesWithDueCommands(limit?: number): Promise<string[]>;
   /**
@@ -310,6 +312,14 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
         uuid,
       ]);
       return r.rows.map((x) => ({ attempt: x.attempt, status: x.status, result: x.result, error: x.error, reportedAt: x.reported_at }));
+    },
+
+    async unfinishedCount(deviceId, q = db) {
+      const r = await q.query<{ n: number }>(
+        `SELECT count(*) AS n FROM commands WHERE device_id = $1 AND state NOT IN ('completed', 'failed', 'expired')`,
+        [deviceId],
+      );
+      return Number(r.rows[0]?.n ?? 0);
     },
 
     async devicesWithDueCommands(limit = 1000) {

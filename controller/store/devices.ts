@@ -67,6 +67,12 @@ export interface ReportedState {
 export interface DeviceStore {
   /** Inserts, or updates the fields given (platform and enrolledAt are kept on update). */
   upsert(device: DeviceInput, q?: Queryable): Promise<Device>;
+  /** Bulk insert-or-replace (fleet imports, simulators): one statement per call. */
+  upsertMany(devices: readonly DeviceInput[], q?: Queryable): Promise<number>;
+  /** Every device, page by page in id order (the reconciler's full resync). */
+  all(pageSize?: number): AsyncGenerator<Device[]>;
+  /** One kind of reported state for many devices at once. */
+  reportedMany(deviceIds: readonly string[], kind: string, q?: Queryable): Promise<Map<string, { state: unknown; reportedAt: Date }>>;
   get(id: string, q?: Queryable): Promise<Device | undefined>;
   /** By a platform identifier, e.g. findByIdentifier('udid', '0000-...'). */
   findByIdentifier(key: string, value: string): Promise<Device | undefined>;
@@ -183,6 +189,57 @@ export function createDeviceStore(db: Db): DeviceStore {
         ],
       );
       return toDevice(r.rows[0]!);
+    },
+
+    async upsertMany(list, q = db) {
+      if (list.length === 0) return 0;
+      const r = await q.query(
+        `INSERT INTO devices (id, platform, identifiers, serial_number, model, os_version, labels, attributes, enrolled_at)
+         SELECT e->>'id', e->>'platform', COALESCE(e->'identifiers', '{}'), e->>'serial', e->>'model', e->>'os',
+                COALESCE(e->'labels', '{}'), COALESCE(e->'attributes', '{}'), COALESCE((e->>'at')::timestamptz, now())
+           FROM jsonb_array_elements($1::text::jsonb) AS b(e)
+         ON CONFLICT (id) DO UPDATE SET
+           identifiers = EXCLUDED.identifiers, serial_number = EXCLUDED.serial_number, model = EXCLUDED.model,
+           os_version = EXCLUDED.os_version, labels = EXCLUDED.labels, attributes = EXCLUDED.attributes, updated_at = now()`,
+        [
+          JSON.stringify(
+            [...new Map(list.map((d) => [d.id, d])).values()].map((d) => ({
+              id: d.id,
+              platform: d.platform,
+              identifiers: d.identifiers,
+              serial: d.serialNumber ?? null,
+              model: d.model ?? null,
+              os: d.osVersion ?? null,
+              labels: d.labels,
+              attributes: d.attributes,
+              at: d.enrolledAt?.toISOString() ?? null,
+            })),
+          ),
+        ],
+      );
+      return r.rowCount;
+    },
+
+    async *all(pageSize = 5000) {
+      let after = '';
+      for (;;) {
+        const r = await db.reader.query<DeviceRow>('SELECT * FROM devices WHERE id > $1 ORDER BY id LIMIT $2', [after, pageSize]);
+        if (r.rows.length === 0) return;
+        yield r.rows.map(toDevice);
+        after = r.rows[r.rows.length - 1]!.id;
+        if (r.rows.length < pageSize) return;
+      }
+    },
+
+    async reportedMany(ids, kind, q = db) {
+      const out = new Map<string, { state: unknown; reportedAt: Date }>();
+      if (ids.length === 0) return out;
+      const r = await q.query<{ device_id: string; state: unknown; reported_at: Date }>(
+        'SELECT device_id, state, reported_at FROM reported_state WHERE kind = $1 AND device_id = ANY($2::text[])',
+        [kind, [...ids]],
+      );
+      for (const x of r.rows) out.set(x.device_id, { state: x.state, reportedAt: x.reported_at });
+      return out;
     },
 
     async get(id, q = db) {

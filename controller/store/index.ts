@@ -11,6 +11,8 @@ import { type EventBus, createEventBus } from './events.js';
 import { type IdentityStore, createIdentityStore } from './identities.js';
 import { type MigrationResult, migrate } from './migrate.js';
 import { type RolloutStore, createRolloutStore } from './rollouts.js';
+import { type SourceStateStore, createSourceStateStore } from './source-state.js';
+import { type TokenStore, createTokenStore } from './tokens.js';
 
 export interface StoreOptions {
   /** postgres://... ; PGlite when absent. See storeOptionsFromEnv() for DATABASE_URL. */
@@ -43,6 +45,8 @@ export interface Store {
   commands: CommandQueue;
   events: EventBus;
   audit: AuditLog;
+  sourceState: SourceStateStore;
+  tokens: TokenStore;
   /** One transaction; pass `tx` as the last argument of the store functions to join it. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   migrate(): Promise<MigrationResult>;
@@ -138,6 +142,8 @@ export function createStore(db: Db, migrations: MigrationResult, queue?: QueueOp
     commands: createCommandQueue(db, queue),
     events,
     audit: createAuditLog(db),
+    sourceState: createSourceStateStore(db),
+    tokens: createTokenStore(db),
     transaction: (fn) => db.transaction(fn),
     migrate: () => migrate(db),
     async close() {
@@ -157,6 +163,9 @@ export type * from './identities.js';
 export type * from './bundles.js';
 export type * from './rollouts.js';
 export type * from './assignments.js';
+export type * from './source-state.js';
+export type * from './tokens.js';
+export { scopeAllows, TOKEN_SCOPES } from './tokens.js';
 export { BundleConflictError, contentHash } from './bundles.js';
 export { GENESIS_HASH, auditHash } from './audit.js';
 export { isUuid } from './commands.js';

@@ -27,6 +27,16 @@ export interface RolloutRevision {
   conditions: Condition[];
   observedGeneration: number;
   stepStartedAt: Date;
+  paused: boolean;
+  aborted: boolean;
+  message: string;
+  /** The bundle name, and the rollout spec this revision last ran under. */
+  bundle: string;
+  spec: unknown;
+  /** Device counts by sync state and bundle, kept by the reconciler. */
+  counts: Record<string, number>;
+  /** The rollout is gone from the source (its devices are being pruned). */
+  deleted: boolean;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -38,11 +48,20 @@ export interface RolloutStatusPatch {
   conditions?: Condition[];
   observedGeneration?: number;
   stepStartedAt?: Date;
+  paused?: boolean;
+  aborted?: boolean;
+  message?: string;
+  spec?: unknown;
+  counts?: Record<string, number>;
+  deleted?: boolean;
 }
 
 export interface RolloutStore {
   /** Starts revision (latest + 1) at step 0, weight 0, Progressing. */
-  startRevision(r: { name: string; stableHash: string | null; canaryHash: string; observedGeneration?: number }, q?: Queryable): Promise<RolloutRevision>;
+  startRevision(
+    r: { name: string; stableHash: string | null; canaryHash: string; bundle?: string; spec?: unknown; observedGeneration?: number } & RolloutStatusPatch,
+    q?: Queryable,
+  ): Promise<RolloutRevision>;
   /** The latest revision. */
   current(name: string, q?: Queryable): Promise<RolloutRevision | undefined>;
   get(name: string, revision: number, q?: Queryable): Promise<RolloutRevision | undefined>;
@@ -64,6 +83,13 @@ interface RolloutRow {
   conditions: Condition[];
   observed_generation: number;
   step_started_at: Date;
+  paused: boolean;
+  aborted: boolean;
+  message: string;
+  bundle: string;
+  spec: unknown;
+  counts: Record<string, number>;
+  deleted: boolean;
   created_at: Date;
   updated_at: Date;
 }
@@ -79,6 +105,13 @@ const toRevision = (r: RolloutRow): RolloutRevision => ({
   conditions: r.conditions,
   observedGeneration: r.observed_generation,
   stepStartedAt: r.step_started_at,
+  paused: r.paused,
+  aborted: r.aborted,
+  message: r.message,
+  bundle: r.bundle,
+  spec: r.spec,
+  counts: r.counts,
+  deleted: r.deleted,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -88,12 +121,15 @@ export function createRolloutStore(db: Db): RolloutStore {
   return {
     async startRevision(s, q = db) {
       const r = await q.query<RolloutRow>(
-        `INSERT INTO rollouts (name, revision, stable_hash, canary_hash, observed_generation)
-         SELECT $1, COALESCE(max(revision), 0) + 1, $2, $3, $4 FROM rollouts WHERE name = $1
+        `INSERT INTO rollouts (name, revision, stable_hash, canary_hash, observed_generation, bundle, spec)
+         SELECT $1, COALESCE(max(revision), 0) + 1, $2, $3, $4, $5, $6::text::jsonb FROM rollouts WHERE name = $1
          RETURNING *`,
-        [s.name, s.stableHash, s.canaryHash, s.observedGeneration ?? 0],
+        [s.name, s.stableHash, s.canaryHash, s.observedGeneration ?? 0, s.bundle ?? '', JSON.stringify(s.spec ?? {})],
       );
-      return toRevision(r.rows[0]!);
+      const row = toRevision(r.rows[0]!);
+      const { name: _n, stableHash: _s, canaryHash: _c, bundle: _b, spec: _sp, observedGeneration: _g, ...patch } = s;
+      if (Object.keys(patch).length === 0) return row;
+      return (await this.updateStatus(row.name, row.revision, patch, q))!;
     },
 
     async current(name, q = db) {
@@ -124,6 +160,12 @@ export function createRolloutStore(db: Db): RolloutStore {
              conditions          = COALESCE($6::text::jsonb, conditions),
              observed_generation = COALESCE($7, observed_generation),
              step_started_at     = COALESCE($8::timestamptz, step_started_at),
+             paused              = COALESCE($9, paused),
+             aborted             = COALESCE($10, aborted),
+             message             = COALESCE($11, message),
+             spec                = COALESCE($12::text::jsonb, spec),
+             counts              = COALESCE($13::text::jsonb, counts),
+             deleted             = COALESCE($14, deleted),
              updated_at          = now()
            WHERE name = $1 AND revision = $2
            RETURNING *`,
@@ -136,6 +178,12 @@ export function createRolloutStore(db: Db): RolloutStore {
             p.conditions === undefined ? null : JSON.stringify(p.conditions),
             p.observedGeneration ?? null,
             p.stepStartedAt ?? null,
+            p.paused ?? null,
+            p.aborted ?? null,
+            p.message ?? null,
+            p.spec === undefined ? null : JSON.stringify(p.spec),
+            p.counts === undefined ? null : JSON.stringify(p.counts),
+            p.deleted ?? null,
           ],
         ),
       );

@@ -1,0 +1,49 @@
+// The simulated platform driver: what the reconciler needs from a driver,
+// with the simplest native form there is — one item per bundle, named for the
+// bundle and carrying its hash. It stands in for every platform whose real
+// driver is not loaded, and proves the seam with a fleet that behaves like
+// devices (simulated/fleet.ts).
+import { diffItems, type Action, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ResolvedBundle } from '../../controller/reconcile/driver.js';
+import { commandUuid } from '../../controller/reconcile/reconciler.js';
+import type { Platform } from '../../controller/policy/types.js';
+
+export const INSTALL = 'sim.InstallItem';
+export const REMOVE = 'sim.RemoveItem';
+
+export interface InstallPayload {
+  id: string;
+  hash: string;
+  bundle: string;
+  version: string;
+}
+
+export function createSimulatedDriver(platform: Platform, opts: { wake?: (ids: readonly string[]) => Promise<void> } = {}): PlatformDriver {
+  return {
+    platform,
+    compile(bundles: readonly ResolvedBundle[], _device: DriverDevice): NativeState {
+      const items = bundles
+        .filter((b) => !b.spec.platforms || b.spec.platforms.includes(platform))
+        .map((b) => ({
+          id: `bundle/${b.name}`,
+          hash: b.hash,
+          sources: [b.hash],
+          summary: `${b.name} ${b.version}`,
+          payload: { id: `bundle/${b.name}`, hash: b.hash, bundle: b.name, version: b.version } satisfies InstallPayload,
+        }))
+        .sort((a, b) => a.id.localeCompare(b.id));
+      return { platform, items };
+    },
+    diff: diffItems,
+    async deliver(ctx: DeliverContext, device: DriverDevice, actions: readonly Action[]): Promise<void> {
+      await ctx.store.commands.enqueue(
+        actions.map((a) =>
+          a.kind === 'install'
+            ? { uuid: commandUuid(device.id, 'install', a.item.id, a.item.hash, ctx.nonce), deviceId: device.id, type: INSTALL, payload: a.item.payload }
+            : { uuid: commandUuid(device.id, 'remove', a.id, ctx.nonce), deviceId: device.id, type: REMOVE, payload: { id: a.id } },
+        ),
+        ctx.tx,
+      );
+    },
+    ...(opts.wake ? { wake: opts.wake } : {}),
+  };
+}
