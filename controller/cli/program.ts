@@ -6,6 +6,10 @@ import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../package-root.js';
 import { registerDbCommands } from './commands/db.js';
 import { registerHash } from './commands/hash.js';
+import { registerPlan } from './commands/plan.js';
+import { registerRollout } from './commands/rollout.js';
+import { registerServe } from './commands/serve.js';
+import { registerToken } from './commands/token.js';
 import { registerSchema } from './commands/schema.js';
 import { registerValidate } from './commands/validate.js';
 import { CliError, EXIT, println, type CliIO } from './io.js';
@@ -28,15 +32,24 @@ Examples:
   $ muster validate policies/ --previous origin/main
   $ muster hash policies/ --output json
   $ muster schema --out .schemas
+  $ muster plan policies/ --database-url $DATABASE_URL
+  $ muster serve --source policies-example --simulate 500
+  $ muster rollout status
+  $ muster token create --name alice --scope operate
   $ muster db migrate
   $ muster audit verify`,
     );
   registerValidate(program, io, setExit);
   registerHash(program, io, setExit);
+  registerPlan(program, io, setExit);
+  registerServe(program, io);
+  registerRollout(program, io);
+  registerToken(program, io);
   registerSchema(program, io);
   registerDbCommands(program, io, setExit);
   // Every subcommand reports usage errors the same way.
-  for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)').configureOutput(program.configureOutput());
+  const all = (c: Command): Command[] => c.commands.flatMap((x) => [x, ...all(x)]);
+  for (const c of all(program)) c.exitOverride().showHelpAfterError('(run with --help for usage)').configureOutput(program.configureOutput());
   return program;
 }
 

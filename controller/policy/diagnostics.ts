@@ -32,16 +32,17 @@ export const countErrors = (ds: readonly Diagnostic[]): number => ds.filter((d) 
 
 export interface Paint {
   red(s: string): string;
+  green(s: string): string;
   yellow(s: string): string;
   bold(s: string): string;
   dim(s: string): string;
 }
 
-export const noPaint: Paint = { red: (s) => s, yellow: (s) => s, bold: (s) => s, dim: (s) => s };
+export const noPaint: Paint = { red: (s) => s, green: (s) => s, yellow: (s) => s, bold: (s) => s, dim: (s) => s };
 
 export function ansiPaint(): Paint {
   const wrap = (open: number, close: number) => (s: string) => `\u001b[${open}m${s}\u001b[${close}m`;
-  return { red: wrap(31, 39), yellow: wrap(33, 39), bold: wrap(1, 22), dim: wrap(2, 22) };
+  return { red: wrap(31, 39), green: wrap(32, 39), yellow: wrap(33, 39), bold: wrap(1, 22), dim: wrap(2, 22) };
 }
 
 export function formatText(d: Diagnostic, paint: Paint = noPaint): string {

@@ -68,11 +68,12 @@ export interface DeliverContext {
   secret(name: string): string | undefined;
   /**
    * Mix into command ids: a token of the device's last report (time and
-   * content digest; '' before any). The same work decided from the same report gets the same id (a
-   * no-op when repeated); once the device has reported again, the same item
-   * can be sent again (after a removal, or to repair drift).
+   * content digest; '' before any). The same work decided from the same
+   * report gets the same id (a no-op when repeated); once the device has
+   * reported again, the same item can be sent again (after a removal, or to
+   * repair drift).
    */
-  nonce: string;
+  nonce(deviceId: string): string;
 }
 
 export interface PlatformDriver {
@@ -82,11 +83,13 @@ export interface PlatformDriver {
   /** Pure: what to do to move a device from `reported` to `desired`. */
   diff(desired: NativeState, reported: ReportedItems | undefined): Action[];
   /**
-   * Queue the actions for the device (commands, a policy patch …) through
-   * ctx.tx. Idempotent: the same actions for the same device and item hashes
-   * must not queue twice (derive command UUIDs from device + item + hash).
+   * Queue the actions for these devices (commands, a policy patch …) through
+   * ctx.tx, in as few statements as the protocol allows: the reconciler calls
+   * this once per batch of devices. Idempotent: the same actions decided from
+   * the same report must not queue twice (derive command UUIDs from device,
+   * item, hash and ctx.nonce(device)).
    */
-  deliver(ctx: DeliverContext, device: DriverDevice, actions: readonly Action[]): Promise<void>;
+  deliver(ctx: DeliverContext, work: ReadonlyArray<{ device: DriverDevice; actions: readonly Action[] }>): Promise<void>;
   /** Optional: ask devices with queued work to connect now (APNs push, MQTT …). Called after commit. */
   wake?(deviceIds: readonly string[]): Promise<void>;
 }

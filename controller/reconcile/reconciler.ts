@@ -8,10 +8,11 @@ import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import type { PolicySet } from '../policy/resources.js';
 import type { Platform, PolicyBundleSpec, RolloutSpec } from '../policy/types.js';
-import { applyAction, evaluate, newRevision, type Observations, type OperatorAction, type RolloutStatus } from '../rollout/engine.js';
+import { applyAction, evaluate, type Observations, type OperatorAction, type RolloutStatus } from '../rollout/engine.js';
 import type { Device, Queryable, RolloutRevision, Store, SyncState } from '../store/index.js';
 import { BucketCache, computeChanges, rolloutView, toFleetDevice, type AssignmentChange, type CurrentAssignment, type FleetDevice, type RolloutView } from './desired.js';
 import type { Action, DriverDevice, NativeState, PlatformDriver, ReportedItems, ResolvedBundle } from './driver.js';
+import { decideRevisions } from './revisions.js';
 import { syncOf } from './sync.js';
 
 export interface Log {
@@ -116,42 +117,21 @@ export class Reconciler {
         for (const [name, { resource }] of policy.bundles) {
           await this.store.bundles.put({ hash: policy.hashes.get(name)!, name, version: resource.spec.version, content: { name, spec: resource.spec }, commit }, tx);
         }
-        for (const [name, { resource }] of policy.rollouts) {
-          const spec = resource.spec;
-          const hash = policy.hashes.get(spec.bundle)!;
-          const cur = await this.store.rollouts.current(name, tx);
-          if (!cur || cur.canaryHash !== hash) {
-            const stable = !cur ? null : cur.phase === 'Healthy' && !cur.aborted ? cur.canaryHash : cur.stableHash;
-            const generation = (cur?.observedGeneration ?? 0) + 1;
-            const s = newRevision({ revision: (cur?.revision ?? 0) + 1, stableHash: stable, canaryHash: hash, generation, steps: spec.steps.length }, now);
-            const row = await this.store.rollouts.startRevision(
-              { name, stableHash: stable, canaryHash: hash, bundle: spec.bundle, spec, ...statusPatch(s) },
-              tx,
-            );
-            this.statuses.set(name, row);
-            started.push({ rollout: name, revision: row.revision, stable, canary: hash });
-            changed.push(name);
-          } else if (canonicalize(cur.spec) !== canonicalize(spec) || cur.deleted) {
-            const row = await this.store.rollouts.updateStatus(name, cur.revision, { spec, deleted: false, observedGeneration: cur.observedGeneration + 1 }, tx);
-            this.statuses.set(name, row!);
-            changed.push(name);
+        for (const d of decideRevisions(policy, this.statuses, this.policy, now)) {
+          changed.push(d.rollout);
+          if (d.kind === 'start') {
+            const { stableHash: stable, canaryHash: canary } = d.status;
+            const row = await this.store.rollouts.startRevision({ name: d.rollout, stableHash: stable, canaryHash: canary, bundle: d.spec.bundle, spec: d.spec, ...statusPatch(d.status) }, tx);
+            this.statuses.set(d.rollout, row);
+            started.push({ rollout: d.rollout, revision: row.revision, stable, canary });
+          } else if (d.kind === 'spec') {
+            const cur = this.statuses.get(d.rollout)!;
+            this.statuses.set(d.rollout, (await this.store.rollouts.updateStatus(d.rollout, cur.revision, { spec: d.spec, deleted: false, observedGeneration: d.generation }, tx))!);
+          } else if (d.kind === 'delete') {
+            const cur = this.statuses.get(d.rollout)!;
+            this.statuses.set(d.rollout, (await this.store.rollouts.updateStatus(d.rollout, cur.revision, { deleted: true, message: 'removed from the source' }, tx))!);
           }
         }
-        for (const [name, cur] of this.statuses) {
-          if (!policy.rollouts.has(name) && !cur.deleted) {
-            this.statuses.set(name, (await this.store.rollouts.updateStatus(name, cur.revision, { deleted: true, message: 'removed from the source' }, tx))!);
-            changed.push(name);
-          }
-        }
-        // Groups can change without the rollout spec changing: rescan their rollouts too.
-        const groupsChanged = new Set<string>();
-        for (const [g, { resource }] of policy.groups) {
-          const before = this.policy?.groups.get(g)?.resource.spec;
-          if (!before || canonicalize(before) !== canonicalize(resource.spec)) groupsChanged.add(g);
-        }
-        for (const g of this.policy?.groups.keys() ?? []) if (!policy.groups.has(g)) groupsChanged.add(g);
-        for (const [name, { resource }] of policy.rollouts) if (!changed.includes(name) && resource.spec.groups.some((g) => groupsChanged.has(g))) changed.push(name);
-
         await this.store.sourceState.set('applied', { commit, appliedAt: now.toISOString() }, tx);
         await this.store.audit.append({ actor, action: 'policy.apply', subject: `commit/${commit}`, details: { changed, started } }, tx);
         await this.store.events.publish({ topic: 'policy.applied', payload: { commit, changed } }, tx);
@@ -257,7 +237,7 @@ export class Reconciler {
           if (inflight === 0) {
             const drift = actions.some((a) => a.kind === 'install' && a.replaces) || actions.some((a) => a.kind === 'remove');
             this.log.info(drift ? 'drift: re-converging device' : 're-sending work the device does not hold', { device: deviceId, actions: actions.length });
-            await driver.deliver(this.deliverCtx(tx, nonceOf(rep)), driverDevice(device), actions);
+            await driver.deliver(this.deliverCtx(tx, () => nonceOf(rep)), [{ device: driverDevice(device), actions }]);
           }
           queued = actions;
         }
@@ -329,6 +309,7 @@ export class Reconciler {
   private async writeBatch(batch: string[], byDevice: Map<string, AssignmentChange[]>): Promise<number> {
     const reported = await this.store.devices.reportedMany(batch, REPORTED_ITEMS);
     const woken = new Map<PlatformDriver, string[]>();
+    const work = new Map<PlatformDriver, Array<{ device: DriverDevice; actions: Action[] }>>();
     const next = new Map<string, Map<string, CachedAssignment>>();
     await this.store.transaction(async (tx) => {
       const upserts: Array<{ deviceId: string; rollout: string; revision: number; bundleHash: string; bucket: number }> = [];
@@ -356,7 +337,9 @@ export class Reconciler {
         const rep = reported.get(id)?.state as ReportedItems | undefined;
         const actions = driver.diff(desired, rep);
         if (actions.length) {
-          await driver.deliver(this.deliverCtx(tx, nonceOf(reported.get(id))), driverDevice(device), actions);
+          let w = work.get(driver);
+          if (!w) work.set(driver, (w = []));
+          w.push({ device: driverDevice(device), actions });
           let l = woken.get(driver);
           if (!l) woken.set(driver, (l = []));
           l.push(id);
@@ -367,6 +350,7 @@ export class Reconciler {
           syncs.push({ deviceId: id, rollout, sync: s.sync, detail: s.detail });
         }
       }
+      for (const [driver, w] of work) await driver.deliver(this.deliverCtx(tx, (id) => nonceOf(reported.get(id))), w);
       await this.store.assignments.assign(upserts, tx);
       for (const [rollout, devs] of removals) await this.store.assignments.remove(rollout, devs, tx);
       await this.store.assignments.setSync(syncs, tx);
@@ -399,7 +383,7 @@ export class Reconciler {
     }
   }
 
-  private deliverCtx(tx: Parameters<PlatformDriver['deliver']>[0]['tx'], nonce: string) {
+  private deliverCtx(tx: Parameters<PlatformDriver['deliver']>[0]['tx'], nonce: (deviceId: string) => string) {
     return { store: this.store, tx, secret: this.secret, nonce };
   }
 

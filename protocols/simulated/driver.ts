@@ -34,15 +34,16 @@ export function createSimulatedDriver(platform: Platform, opts: { wake?: (ids: r
       return { platform, items };
     },
     diff: diffItems,
-    async deliver(ctx: DeliverContext, device: DriverDevice, actions: readonly Action[]): Promise<void> {
-      await ctx.store.commands.enqueue(
-        actions.map((a) =>
+    async deliver(ctx: DeliverContext, work: ReadonlyArray<{ device: DriverDevice; actions: readonly Action[] }>): Promise<void> {
+      const commands = work.flatMap(({ device, actions }) => {
+        const nonce = ctx.nonce(device.id);
+        return actions.map((a: Action) =>
           a.kind === 'install'
-            ? { uuid: commandUuid(device.id, 'install', a.item.id, a.item.hash, ctx.nonce), deviceId: device.id, type: INSTALL, payload: a.item.payload }
-            : { uuid: commandUuid(device.id, 'remove', a.id, ctx.nonce), deviceId: device.id, type: REMOVE, payload: { id: a.id } },
-        ),
-        ctx.tx,
-      );
+            ? { uuid: commandUuid(device.id, 'install', a.item.id, a.item.hash, nonce), deviceId: device.id, type: INSTALL, payload: a.item.payload }
+            : { uuid: commandUuid(device.id, 'remove', a.id, nonce), deviceId: device.id, type: REMOVE, payload: { id: a.id } },
+        );
+      });
+      if (commands.length) await ctx.store.commands.enqueue(commands, ctx.tx);
     },
     ...(opts.wake ? { wake: opts.wake } : {}),
   };

@@ -6,14 +6,14 @@ import { type Store, DEFAULT_DATA_DIR, StoreConnectError, openStore, redactUrl }
 import { silentLogger } from '../../store/db.js';
 import { CliError, EXIT, println, type CliIO } from '../io.js';
 
-interface ConnectionOpts {
+export interface ConnectionOpts {
   databaseUrl?: string;
   dataDir?: string;
   schema?: string;
   output: 'text' | 'json';
 }
 
-function withConnectionOptions(cmd: Command): Command {
+export function withConnectionOptions(cmd: Command): Command {
   // No commander defaults here: a default is printed by --help, and DATABASE_URL may hold a password.
   return cmd
     .option('--database-url <url>', 'PostgreSQL URL (default: $DATABASE_URL; without one, the embedded PGlite database)')
@@ -22,7 +22,7 @@ function withConnectionOptions(cmd: Command): Command {
     .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'));
 }
 
-interface Target {
+export interface Target {
   databaseUrl?: string;
   dataDir?: string;
   schema?: string;
@@ -30,7 +30,7 @@ interface Target {
   label: string;
 }
 
-function targetOf(io: CliIO, o: ConnectionOpts): Target {
+export function targetOf(io: CliIO, o: ConnectionOpts): Target {
   const url = o.databaseUrl ?? io.env.DATABASE_URL;
   const schema = o.schema ?? io.env.MUSTER_DB_SCHEMA;
   if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,47}$/.test(schema)) {
@@ -44,7 +44,7 @@ function targetOf(io: CliIO, o: ConnectionOpts): Target {
   return { dataDir, ...(schema ? { schema } : {}), label: `PGlite at ${dataDir}` };
 }
 
-async function open(t: Target, migrate: boolean): Promise<Store> {
+export async function openTarget(t: Target, migrate: boolean): Promise<Store> {
   try {
     return await openStore({
       ...(t.databaseUrl ? { databaseUrl: t.databaseUrl } : { dataDir: t.dataDir! }),
@@ -79,7 +79,7 @@ Examples:
     )
     .action(async (o: ConnectionOpts) => {
       const t = targetOf(io, o);
-      const store = await open(t, false);
+      const store = await openTarget(t, false);
       try {
         const r = await store.migrate().catch((e: Error) => {
           throw new CliError(`${t.label}: migration failed: ${e.message}`);
@@ -122,7 +122,7 @@ Examples:
     .action(async (o: ConnectionOpts) => {
       const t = targetOf(io, o);
       if (t.dataDir && !existsSync(t.dataDir)) throw new CliError(`no database at ${t.dataDir} (nothing to verify)`);
-      const store = await open(t, false);
+      const store = await openTarget(t, false);
       try {
         const v = await store.audit.verify().catch((e: unknown) => {
           if (isMissingTable(e)) throw new CliError(`${t.label}: no audit log table (run muster db migrate)`);

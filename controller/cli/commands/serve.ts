@@ -1,0 +1,200 @@
+// `muster serve`: the controller in one process — the policy source, the
+// reconciler, the admin API and the protocol endpoints on one port, on the
+// embedded database unless DATABASE_URL says otherwise.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { createDrivers } from '../../drivers.js';
+import { parseDuration } from '../../rollout/duration.js';
+import { Reconciler } from '../../reconcile/reconciler.js';
+import { createGithubReporter, parseRepo } from '../../report/github.js';
+import { buildApp } from '../../server/app.js';
+import { createPino, logOf } from '../../server/log.js';
+import { Controller } from '../../serve/controller.js';
+import { createDirSource } from '../../sources/dir-source.js';
+import { createGitSource, redactGitUrl } from '../../sources/git.js';
+import type { PolicySource } from '../../sources/source.js';
+import { verifyGithubSignature } from '../../sources/webhook.js';
+import { SimulatedFleet } from '../../../protocols/simulated/fleet.js';
+import { CliError, EXIT, type CliIO } from '../io.js';
+import { openTarget, targetOf } from './db.js';
+
+interface ServeOpts {
+  source: string;
+  sourceType?: 'git' | 'dir';
+  branch: string;
+  databaseUrl?: string;
+  dataDir?: string;
+  schema?: string;
+  listen: string;
+  publicUrl?: string;
+  tick: string;
+  resync: string;
+  gitInterval: string;
+  gitCache?: string;
+  simulate?: string;
+  simulateFail?: string[];
+  githubRepo?: string;
+  githubUrl?: string;
+  logFormat?: 'json' | 'pretty';
+  logLevel: string;
+}
+
+const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
+const isGitRepo = (dir: string) => existsSync(join(dir, '.git')) || (existsSync(join(dir, 'HEAD')) && existsSync(join(dir, 'objects')));
+
+const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undefined => {
+  if (env[name]) return env[name];
+  const file = env[`${name}_FILE`];
+  return file ? readFileSync(file, 'utf8').trim() : undefined;
+};
+
+export function registerServe(program: Command, io: CliIO): void {
+  program
+    .command('serve')
+    .description('Run the controller: watch the policy source, roll out, converge devices, serve the API and device endpoints')
+    .option('--source <git-url|dir>', 'a Git URL or repository (https, ssh, file://, a path), or a plain folder', '.')
+    .addOption(new Option('--source-type <type>', 'force how --source is read').choices(['git', 'dir']))
+    .option('--branch <branch>', 'the Git branch to apply', 'main')
+    .option('--database-url <url>', 'PostgreSQL URL (default: $DATABASE_URL; without one, the embedded PGlite database)')
+    .option('--data-dir <dir>', 'PGlite data folder (default: $MUSTER_DATA_DIR or .muster/data)')
+    .option('--schema <name>', 'PostgreSQL schema holding the tables')
+    .option('--listen <host:port>', 'where to listen', '127.0.0.1:8080')
+    .option('--public-url <url>', 'the URL devices reach this server at (default: http://LISTEN)')
+    .option('--tick <duration>', 'how often rollouts are evaluated and fan-out continues', '5s')
+    .option('--resync <duration>', 'how often everything is recomputed from the database', '10m')
+    .option('--git-interval <duration>', 'how often the Git source is fetched (a webhook fetches at once)', '30s')
+    .option('--git-cache <dir>', 'where Git clones are kept (default: .muster/git)')
+    .option('--simulate <n>', 'enroll N simulated devices that answer like a fleet (for trying Muster out)')
+    .option('--simulate-fail <bundle@version...>', 'simulated devices reject these bundles (to watch a rollback)')
+    .option('--github-repo <owner/name>', 'report commit statuses to this GitHub repository (needs $GITHUB_TOKEN)')
+    .option('--github-url <url>', 'GitHub API URL for GitHub Enterprise (default: $GITHUB_API_URL or https://api.github.com)')
+    .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
+    .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
+    .addHelpText(
+      'after',
+      `
+Environment: DATABASE_URL, DATABASE_READ_URL, MUSTER_DATA_DIR; MUSTER_GIT_TOKEN (or
+MUSTER_GIT_TOKEN_FILE) for HTTPS Git, MUSTER_GIT_SSH_KEY_FILE for SSH;
+MUSTER_WEBHOOK_SECRET (or _FILE) enables POST /hooks/git; GITHUB_TOKEN for statuses.
+Secrets are read from the environment or mounted files and never logged.
+
+Examples:
+  $ muster serve --source policies-example --simulate 500          # try it out
+  $ muster serve --source https://github.com/acme/device-policy.git --branch main \\
+      --listen 0.0.0.0:8080 --public-url https://mdm.acme.com --github-repo acme/device-policy`,
+    )
+    .action(async (o: ServeOpts) => {
+      const ms = (flag: string, v: string) => {
+        try {
+          return parseDuration(v);
+        } catch (e) {
+          throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
+        }
+      };
+      const tickMs = ms('tick', o.tick);
+      const resyncMs = ms('resync', o.resync);
+      const gitMs = ms('git-interval', o.gitInterval);
+      const m = /^(.+):(\d{1,5})$/.exec(o.listen);
+      if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
+      const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
+      if (!Number.isInteger(simulate) || simulate < 0 || simulate > 1_000_000) throw new CliError('--simulate: a number of devices (0 to 1,000,000)', EXIT.usage);
+
+      const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
+      const pino = createPino({ level: o.logLevel, pretty, destination: io.stdout as NodeJS.WritableStream });
+      const log = logOf(pino);
+
+      const target = targetOf(io, { ...o, output: 'text' });
+      const store = await openTarget(target, true);
+      log.info('database ready', { database: target.label, migrationsApplied: store.migrations.applied.length });
+
+      const sourcePath = resolve(io.cwd, o.source);
+      const git = o.sourceType ? o.sourceType === 'git' : isGitUrl(o.source) || (existsSync(sourcePath) && statSync(sourcePath).isDirectory() && isGitRepo(sourcePath));
+      let source: PolicySource;
+      if (git) {
+        const token = secretFrom(io.env, 'MUSTER_GIT_TOKEN');
+        const credentials = {
+          ...(token ? { token } : {}),
+          ...(io.env.MUSTER_GIT_SSH_KEY_FILE ? { sshKeyFile: io.env.MUSTER_GIT_SSH_KEY_FILE } : {}),
+        };
+        source = createGitSource({
+          url: isGitUrl(o.source) ? o.source : sourcePath,
+          branch: o.branch,
+          cacheDir: resolve(io.cwd, o.gitCache ?? join('.muster', 'git')),
+          credentials,
+          intervalMs: gitMs,
+          log,
+        });
+      } else {
+        if (!existsSync(sourcePath)) throw new CliError(`--source: ${o.source}: no such folder or Git URL`, EXIT.usage);
+        source = createDirSource(sourcePath, { intervalMs: Math.min(gitMs, 5_000), onError: (e) => log.warn('reading the policy folder failed', { error: e.message }) });
+      }
+
+      let reporter;
+      if (o.githubRepo) {
+        const token = secretFrom(io.env, 'GITHUB_TOKEN');
+        if (!token) throw new CliError('--github-repo needs $GITHUB_TOKEN', EXIT.usage);
+        const { owner, repo } = parseRepo(o.githubRepo);
+        const baseUrl = o.githubUrl ?? io.env.GITHUB_API_URL;
+        reporter = createGithubReporter({ token, owner, repo, ...(baseUrl ? { baseUrl } : {}), log });
+      }
+
+      const drivers = createDrivers();
+      const reconciler = new Reconciler({ store, drivers, log });
+      const controller = new Controller({ store, source, reconciler, log, tickMs, resyncMs, ...(reporter ? { reporter } : {}) });
+      const webhookSecret = secretFrom(io.env, 'MUSTER_WEBHOOK_SECRET');
+      const app = await buildApp({
+        store,
+        reconciler,
+        controller,
+        drivers,
+        logger: pino,
+        ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
+      });
+
+      let fleet: SimulatedFleet | undefined;
+      if (simulate > 0) {
+        const failing = new Set(o.simulateFail ?? []);
+        fleet = new SimulatedFleet({
+          store,
+          fails: (item) => (failing.has(`${item.bundle}@${item.version}`) ? 'simulated device rejected the payload' : undefined),
+          // Reports travel as events, the way protocol endpoints report.
+          onReport: async (deviceId) => void (await store.events.publish({ topic: 'device.reported', payload: { deviceId } })),
+        });
+        await fleet.enroll(simulate);
+        log.info('simulated fleet enrolled', { devices: simulate, failing: [...failing] });
+      }
+
+      await controller.start();
+      const address = await app.listen({ host: m[1]!, port: Number(m[2]) });
+      log.info('muster is serving', { url: address, source: git ? `${redactGitUrl(o.source)} (${o.branch})` : source.description, database: target.label });
+
+      let fleetTimer: NodeJS.Timeout | undefined;
+      if (fleet) {
+        const f = fleet;
+        const loop = () => {
+          fleetTimer = setTimeout(() => {
+            f.step()
+              .catch((e: Error) => log.warn('simulated fleet step failed', { error: e.message }))
+              .finally(loop);
+          }, Math.max(200, Math.floor(tickMs / 2)));
+        };
+        loop();
+      }
+
+      await new Promise<void>((done) => {
+        const stop = (signal: string) => {
+          log.info('shutting down', { signal });
+          if (fleetTimer) clearTimeout(fleetTimer);
+          void (async () => {
+            await app.close().catch(() => {});
+            await controller.stop().catch(() => {});
+            await store.close().catch(() => {});
+            done();
+          })();
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+}

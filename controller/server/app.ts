@@ -1,0 +1,191 @@
+// `muster serve`'s HTTP side: one fastify instance, each feature a plugin that
+// receives what it needs. Protocol plugins (Apple, Windows, Android) mount
+// here as they land.
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Registry, Gauge, collectDefaultMetrics } from 'prom-client';
+import { validatePolicyFiles } from '../policy/validate.js';
+import type { Platform } from '../policy/types.js';
+import { RolloutActionError, type OperatorAction } from '../rollout/engine.js';
+import type { PlatformDriver } from '../reconcile/driver.js';
+import { planAgainstStore } from '../reconcile/plan-input.js';
+import { UnknownRolloutError, type Reconciler } from '../reconcile/reconciler.js';
+import type { Controller } from '../serve/controller.js';
+import { scopeAllows, type ApiToken, type Store, type TokenScope } from '../store/index.js';
+import type { Pino } from './log.js';
+
+export interface AppOptions {
+  store: Store;
+  reconciler: Reconciler;
+  controller: Controller;
+  drivers: ReadonlyMap<Platform, PlatformDriver>;
+  logger: Pino;
+  /** Verifies a Git host webhook; undefined disables /hooks/git. */
+  verifyWebhook?: (body: Buffer, headers: FastifyRequest['headers']) => boolean;
+  /** Largest request body accepted, bytes. */
+  bodyLimit?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    token?: ApiToken;
+  }
+}
+
+export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
+  const app: FastifyInstance = Fastify({ loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) });
+  await app.register(operationsRoutes, o);
+  await app.register(webhookRoutes, o);
+  await app.register(adminRoutes, { ...o, prefix: '/api/v1' } as AppOptions & { prefix: string });
+  return app;
+}
+
+async function operationsRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'muster_process_' });
+  const phases = ['Progressing', 'Paused', 'Healthy', 'Degraded'] as const;
+  new Gauge({
+    name: 'muster_rollout_phase',
+    help: 'Rollout phase (1 for the phase it is in)',
+    labelNames: ['rollout', 'phase'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of o.reconciler.rolloutStatuses()) if (!r.deleted) for (const p of phases) this.set({ rollout: r.name, phase: p }, r.phase === p ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'muster_rollout_weight_percent',
+    help: 'Canary weight in force',
+    labelNames: ['rollout'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of o.reconciler.rolloutStatuses()) if (!r.deleted) this.set({ rollout: r.name }, r.aborted ? 0 : r.weight);
+    },
+  });
+  new Gauge({
+    name: 'muster_rollout_devices',
+    help: 'Devices per rollout by bundle role and sync state',
+    labelNames: ['rollout', 'role', 'sync'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of o.reconciler.rolloutStatuses()) {
+        for (const [k, n] of Object.entries(r.counts)) {
+          const [role, sync] = k.split('.');
+          if (sync) this.set({ rollout: r.name, role: role!, sync }, n);
+        }
+      }
+    },
+  });
+  new Gauge({ name: 'muster_devices', help: 'Enrolled devices', registers: [registry], collect() { this.set(o.reconciler.deviceCount()); } });
+  new Gauge({
+    name: 'muster_commands',
+    help: 'Commands by state',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      for (const [state, n] of Object.entries(await o.store.commands.countByState())) this.set({ state }, n);
+    },
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    if (!o.controller.ready) return reply.code(503).send({ status: 'starting' });
+    await o.store.db.query('SELECT 1');
+    return { status: 'ready' };
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+}
+
+async function webhookRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
+  // The signature is over the exact bytes: keep the body raw in this plugin.
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.post('/hooks/git', async (req, reply) => {
+    if (!o.verifyWebhook) return reply.code(404).send({ error: 'webhooks are not configured (set MUSTER_WEBHOOK_SECRET)' });
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    if (!o.verifyWebhook(body, req.headers)) {
+      req.log.warn({ remote: req.ip }, 'webhook refused: bad signature');
+      return reply.code(401).send({ error: 'bad signature' });
+    }
+    // Answer at once; the fetch runs behind it and its outcome is logged and reported.
+    void o.controller.syncNow().catch((e: Error) => req.log.error({ error: e.message }, 'sync after webhook failed'));
+    return reply.code(202).send({ status: 'sync started' });
+  });
+}
+
+const auth =
+  (o: AppOptions, need: TokenScope) =>
+  async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    const token = m ? await o.store.tokens.authenticate(m[1]!) : undefined;
+    if (!token) {
+      await reply.code(401).header('www-authenticate', 'Bearer realm="muster"').send({ error: 'a valid bearer token is required (muster token create)' });
+      return;
+    }
+    if (!scopeAllows(token.scope, need)) {
+      await reply.code(403).send({ error: `this needs a token with scope ${need} or higher; this one has ${token.scope}` });
+      return;
+    }
+    req.token = token;
+  };
+
+async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
+  const read = { preHandler: auth(o, 'read') };
+  const operate = { preHandler: auth(o, 'operate') };
+
+  app.get('/status', read, async () => ({ ...(await o.controller.status()), devices: o.reconciler.deviceCount(), rollouts: o.reconciler.rolloutStatuses().map(rolloutJson) }));
+  app.get('/rollouts', read, async () => o.reconciler.rolloutStatuses().filter((r) => !r.deleted).map(rolloutJson));
+  app.get<{ Params: { name: string } }>('/rollouts/:name', read, async (req, reply) => {
+    const r = o.reconciler.rolloutStatuses().find((x) => x.name === req.params.name);
+    if (!r) return reply.code(404).send({ error: `no rollout named "${req.params.name}"` });
+    const spec = o.reconciler.policySet?.rollouts.get(r.name)?.resource.spec;
+    return { ...rolloutJson(r), steps: spec?.steps ?? [] };
+  });
+  app.post<{ Params: { name: string; action: string }; Body: { full?: boolean } | undefined }>('/rollouts/:name/:action', operate, async (req, reply) => {
+    const verb = req.params.action;
+    if (!['promote', 'pause', 'resume', 'abort'].includes(verb)) return reply.code(404).send({ error: `unknown action "${verb}" (promote, pause, resume, abort)` });
+    const action = (verb === 'promote' && req.body?.full ? 'promote-full' : verb) as OperatorAction;
+    try {
+      const r = await o.reconciler.act(req.params.name, action, `token:${req.token!.name}`);
+      req.log.info({ rollout: r.name, action, actor: req.token!.name }, `rollout ${r.name}: ${action} by ${req.token!.name}`);
+      return rolloutJson(r);
+    } catch (e) {
+      if (e instanceof UnknownRolloutError) return reply.code(404).send({ error: e.message });
+      if (e instanceof RolloutActionError) return reply.code(409).send({ error: e.message });
+      throw e;
+    }
+  });
+  app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {
+    const files = req.body?.files;
+    if (!Array.isArray(files) || files.some((f) => typeof f?.path !== 'string' || typeof f?.text !== 'string')) {
+      return reply.code(400).send({ error: 'body must be {"files": [{"path", "text"}]}' });
+    }
+    const v = validatePolicyFiles(files);
+    if (!v.ok) return reply.code(422).send({ error: 'the policy is invalid', diagnostics: v.diagnostics });
+    return planAgainstStore(o.store, v.policySet, o.drivers, 'the running controller');
+  });
+}
+
+function rolloutJson(r: ReturnType<Reconciler['rolloutStatuses']>[number]) {
+  return {
+    name: r.name,
+    revision: r.revision,
+    phase: r.phase,
+    currentStep: r.currentStep,
+    weight: r.aborted ? 0 : r.weight,
+    paused: r.paused,
+    aborted: r.aborted,
+    message: r.message,
+    stableHash: r.stableHash,
+    canaryHash: r.canaryHash,
+    counts: r.counts,
+    conditions: r.conditions,
+    observedGeneration: r.observedGeneration,
+    stepStartedAt: r.stepStartedAt.toISOString(),
+    deleted: r.deleted,
+  };
+}
