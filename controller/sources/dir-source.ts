@@ -8,6 +8,7 @@ import type { PolicySource } from './source.js';
 export function createDirSource(root: string, opts: { intervalMs?: number; onError?: (e: Error) => void } = {}): PolicySource {
   let last: { commit: string; read: ReadResult } | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let queued: Promise<void> | undefined;
   let listener: ((commit: string) => void | Promise<void>) | undefined;
   let running: Promise<{ commit: string; changed: boolean }> | undefined;
 
@@ -46,7 +47,14 @@ export function createDirSource(root: string, opts: { intervalMs?: number; onErr
       };
       loop();
     },
-    trigger: () => poll(),
+    // A webhook means "there is something newer than any fetch already under way": wait for that one,
+    // then fetch again. Triggers arriving while one waits share it.
+    trigger: () =>
+      (queued ??= (async () => {
+        await running?.catch(() => {});
+        queued = undefined;
+        await poll();
+      })()),
     async stop() {
       listener = undefined;
       if (timer) clearTimeout(timer);

@@ -34,11 +34,12 @@ export function createGitSource(o: GitSourceOptions): PolicySource & { readonly 
   let last: string | undefined;
   let running: Promise<{ commit: string; changed: boolean }> | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let queued: Promise<void> | undefined;
   let listener: ((commit: string) => void | Promise<void>) | undefined;
 
   /** Secrets in the environment of each git call only; read the token file each time so a rotated secret works. */
   const env = (): Record<string, string> => {
-    const e: Record<string, string> = { GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' };
+    const e: Record<string, string> = { GIT_TERMINAL_PROMPT: '0' };
     for (const k of ['PATH', 'HOME', 'TMPDIR', 'SSH_AUTH_SOCK', 'GIT_SSL_CAINFO']) if (process.env[k]) e[k] = process.env[k]!;
     const token = o.credentials?.token ?? (o.credentials?.tokenFile ? readFileSync(o.credentials.tokenFile, 'utf8').trim() : undefined);
     if (token) {
@@ -49,7 +50,10 @@ export function createGitSource(o: GitSourceOptions): PolicySource & { readonly 
     if (o.credentials?.sshKeyFile) e.GIT_SSH_COMMAND = `ssh -i '${o.credentials.sshKeyFile.replace(/'/g, "'\\''")}' -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new`;
     return e;
   };
-  const git = (cwd?: string): SimpleGit => simpleGit({ ...(cwd ? { baseDir: cwd } : {}), timeout: { block: 120_000 } }).env(env());
+  // simple-git refuses these variables unless allowed: they are ours, built above from configuration, never from input.
+  const unsafe = { allowUnsafeConfigEnvCount: true, allowUnsafeSshCommand: true };
+  const allowEnvironment = ['GIT_TERMINAL_PROMPT', 'GIT_CONFIG_COUNT', 'GIT_CONFIG_KEY_0', 'GIT_CONFIG_VALUE_0', 'GIT_SSH_COMMAND', 'GIT_SSL_CAINFO'];
+  const git = (cwd?: string): SimpleGit => simpleGit({ ...(cwd ? { baseDir: cwd } : {}), timeout: { block: 120_000 }, unsafe, allowEnvironment }).env(env());
   /** git's own message, without anything secret, on one line. */
   const clean = (e: unknown): string => {
     let msg = (e instanceof Error ? e.message : String(e)).replace(/Authorization: \S+ \S+/gi, 'Authorization: ***');
@@ -100,7 +104,14 @@ export function createGitSource(o: GitSourceOptions): PolicySource & { readonly 
       };
       loop();
     },
-    trigger: () => poll(),
+    // A webhook means "there is something newer than any fetch already under way": wait for that one,
+    // then fetch again. Triggers arriving while one waits share it.
+    trigger: () =>
+      (queued ??= (async () => {
+        await running?.catch(() => {});
+        queued = undefined;
+        await poll();
+      })()),
     async stop() {
       listener = undefined;
       if (timer) clearTimeout(timer);

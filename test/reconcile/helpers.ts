@@ -22,7 +22,7 @@ spec:
   version: "${version}"
   settings:
     passcode: { required: true, minLength: ${6 + Number(version.split('.')[0])} }
-  ${extra}`;
+${extra}`;
 
 export const group = (name: string, selector: string): string => `apiVersion: muster.dev/v1alpha1
 kind: DeviceGroup
