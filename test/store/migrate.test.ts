@@ -8,6 +8,7 @@ import type { Store } from '../../controller/store/index.js';
 import { type TestDatabase, backends, testDatabase } from '../support/db.js';
 
 const TABLES = [
+  'api_tokens',
   'assignments',
   'audit_log',
   'bundles',
@@ -21,6 +22,7 @@ const TABLES = [
   'reported_state',
   'rollouts',
   'schema_migrations',
+  'source_state',
 ];
 
 const extra = (version: number, sql: string): Migration => ({
