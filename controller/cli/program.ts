@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../package-root.js';
 import { registerDbCommands } from './commands/db.js';
+import { registerDevices } from './commands/devices.js';
 import { registerHash } from './commands/hash.js';
 import { registerPlan } from './commands/plan.js';
 import { registerRollout } from './commands/rollout.js';
@@ -45,6 +46,7 @@ Examples:
   registerServe(program, io);
   registerRollout(program, io);
   registerToken(program, io);
+  registerDevices(program, io);
   registerSchema(program, io);
   registerDbCommands(program, io, setExit);
   // Every subcommand reports usage errors the same way.

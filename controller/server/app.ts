@@ -10,7 +10,8 @@ import type { PlatformDriver } from '../reconcile/driver.js';
 import { planAgainstStore } from '../reconcile/plan-input.js';
 import { UnknownRolloutError, type Reconciler } from '../reconcile/reconciler.js';
 import type { Controller } from '../serve/controller.js';
-import { scopeAllows, type ApiToken, type Store, type TokenScope } from '../store/index.js';
+import { scopeAllows, type ApiToken, type Store, type SyncState, type TokenScope } from '../store/index.js';
+import { worstSync } from '../reconcile/sync.js';
 import type { Pino } from './log.js';
 
 export interface AppOptions {
@@ -158,6 +159,30 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       if (e instanceof RolloutActionError) return reply.code(409).send({ error: e.message });
       throw e;
     }
+  });
+  app.get<{ Querystring: { sync?: string; platform?: string; after?: string; limit?: string } }>('/devices', read, async (req, reply) => {
+    const limit = Math.min(Math.max(Number(req.query.limit ?? 100) || 100, 1), 1000);
+    const after = req.query.after;
+    if (req.query.sync) {
+      if (!['Synced', 'OutOfSync', 'Pending', 'Failed'].includes(req.query.sync)) return reply.code(400).send({ error: 'sync must be Synced, OutOfSync, Pending or Failed' });
+      return o.store.assignments.devicesInState(req.query.sync as SyncState, { limit, ...(after ? { afterDeviceId: after } : {}) });
+    }
+    const platform = req.query.platform as Platform | undefined;
+    const list = await o.store.devices.list({ limit, ...(after ? { afterId: after } : {}), ...(platform ? { platform } : {}) });
+    return list.map((d) => ({ id: d.id, platform: d.platform, serialNumber: d.serialNumber, model: d.model, osVersion: d.osVersion, labels: d.labels, lastSeenAt: d.lastSeenAt }));
+  });
+  app.get<{ Params: { id: string } }>('/devices/:id', read, async (req, reply) => {
+    const d = await o.store.devices.get(req.params.id);
+    if (!d) return reply.code(404).send({ error: `no device "${req.params.id}"` });
+    const assignments = await o.store.assignments.forDevice(d.id);
+    const commands = await o.store.commands.listForDevice(d.id, { limit: 20 });
+    return {
+      device: d,
+      sync: worstSync(assignments.map((a) => a.sync)),
+      assignments: assignments.map((a) => ({ rollout: a.rollout, revision: a.revision, bundleHash: a.bundleHash, bucket: a.bucket, sync: a.sync, detail: a.syncDetail, assignedAt: a.assignedAt })),
+      reported: await o.store.devices.reported(d.id),
+      commands: commands.map((c) => ({ uuid: c.uuid, type: c.type, state: c.state, attempts: c.attempts, lastError: c.lastError, createdAt: c.createdAt, finishedAt: c.finishedAt })),
+    };
   });
   app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {
     const files = req.body?.files;

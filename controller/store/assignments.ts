@@ -44,6 +44,8 @@ export interface AssignmentStore {
   setSync(list: readonly SyncUpdate[], q?: Queryable): Promise<number>;
   /** Device counts per bundle hash and sync state under a rollout: {"sha256:…": {"Synced": 3}}. */
   syncCounts(rollout: string, q?: Queryable): Promise<Record<string, Partial<Record<SyncState, number>>>>;
+  /** Devices with at least one assignment in this sync state, by id (keyset-paginated). */
+  devicesInState(sync: SyncState, opts?: { afterDeviceId?: string; limit?: number }): Promise<Array<{ deviceId: string; rollouts: string[]; detail: string }>>;
   /** Removes a rollout's assignments (all, or of these devices); returns how many. */
   remove(rollout: string, deviceIds?: readonly string[], q?: Queryable): Promise<number>;
 }
@@ -140,6 +142,16 @@ export function createAssignmentStore(db: Db): AssignmentStore {
         [JSON.stringify(list.map((u) => ({ d: u.deviceId, r: u.rollout, s: u.sync, m: u.detail ?? '' })))],
       );
       return r.rowCount;
+    },
+
+    async devicesInState(sync, opts = {}) {
+      const r = await db.reader.query<{ device_id: string; rollouts: string[]; detail: string }>(
+        `SELECT device_id, array_agg(rollout ORDER BY rollout) AS rollouts, min(sync_detail) AS detail
+           FROM assignments WHERE sync = $1 AND device_id > $2
+          GROUP BY device_id ORDER BY device_id LIMIT $3`,
+        [sync, opts.afterDeviceId ?? '', opts.limit ?? 100],
+      );
+      return r.rows.map((x) => ({ deviceId: x.device_id, rollouts: x.rollouts, detail: x.detail }));
     },
 
     async syncCounts(rollout, q = db) {

@@ -42,6 +42,8 @@ describe('--help', () => {
     ['rollout', 'pause'],
     ['rollout', 'resume'],
     ['rollout', 'abort'],
+    ['devices', 'list'],
+    ['devices', 'show'],
   ];
   it.each(commands)('%s %s documents itself with an example', async (...cmd) => {
     const r = await muster([...cmd.filter(Boolean), '--help']);

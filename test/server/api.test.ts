@@ -84,6 +84,18 @@ describe('admin API', () => {
     expect((await call('POST', '/api/v1/rollouts/base/explode', tokens.operate, {})).statusCode).toBe(404);
   });
 
+  it('lists devices, filters by sync state, and shows one with its assignments and commands', async () => {
+    const all = (await call('GET', '/api/v1/devices?limit=1000', tokens.read)).json();
+    expect(all).toHaveLength(50);
+    const synced = (await call('GET', '/api/v1/devices?sync=Synced&limit=1000', tokens.read)).json();
+    expect(synced.length).toBeGreaterThan(0);
+    expect(synced[0]).toMatchObject({ rollouts: ['base'] });
+    expect((await call('GET', '/api/v1/devices?sync=Bogus', tokens.read)).statusCode).toBe(400);
+    const one = (await call('GET', `/api/v1/devices/${synced[0].deviceId}`, tokens.read)).json();
+    expect(one).toMatchObject({ sync: 'Synced', assignments: [expect.objectContaining({ rollout: 'base', sync: 'Synced' })], commands: [expect.objectContaining({ type: 'sim.InstallItem', state: 'completed' })] });
+    expect((await call('GET', '/api/v1/devices/nope', tokens.read)).statusCode).toBe(404);
+  });
+
   it('plans a posted tree against the running controller', async () => {
     const files = [
       { path: 'b.yaml', text: bundle('base', '2.0.0') },
