@@ -14,7 +14,7 @@ import { PolicyRepo, api, childEnv, createToken, serve, until } from './support.
 const DEVICES = 300;
 const STEPS = ['setWeight: 10', 'pause: { duration: 1s }', 'setWeight: 30', 'pause: { duration: 1s }', 'setWeight: 60', 'pause: { duration: 1s }', 'setWeight: 100'];
 
-describe('crash safety', { timeout: 180_000 }, () => {
+describe('crash safety', { timeout: 360_000 }, () => {
   const repo = new PolicyRepo();
   const data = mkdtempSync(join(tmpdir(), 'muster-crash-'));
   const db = join(data, 'db');
@@ -47,7 +47,7 @@ describe('crash safety', { timeout: 180_000 }, () => {
     await until(async () => {
       const r = (await api<Array<{ name: string; phase: string; counts: Record<string, number> }>>(second.url, token, 'GET', '/rollouts')).data.find((x) => x.name === 'base');
       return r?.phase === 'Healthy' && r.counts['canary.Synced'] === DEVICES;
-    }, 120_000, 'Healthy on every device after the restart');
+    }, 300_000, 'Healthy on every device after the restart');
     await second.stop();
     // The kill landed inside the 30 % fan-out, so the second process finished that step.
     expect(killedMidStep).toBe(true);
