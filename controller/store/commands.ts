@@ -96,6 +96,8 @@ export interface CommandQueue {
   /** Newest first, finished ones included. */
   listForDevice(deviceId: string, opts?: { limit?: number; beforeSeq?: number }): Promise<Command[]>;
   results(uuid: string): Promise<{ attempt: number; status: ReportStatus; result: unknown; error: string | null; reportedAt: Date }[]>;
+  /** Ends every unfinished command of a device (state expired, with the reason); returns how many. */
+  clearForDevice(deviceId: string, reason: string, q?: Queryable): Promise<number>;
   /** How many of a device's commands are not finished (pending, sent, acknowledged, not_now). */
   unfinishedCount(deviceId: string, q?: Queryable): Promise<number>;
   /** Devices with a deliverable command now (for push wake-ups). */
@@ -312,6 +314,15 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
         uuid,
       ]);
       return r.rows.map((x) => ({ attempt: x.attempt, status: x.status, result: x.result, error: x.error, reportedAt: x.reported_at }));
+    },
+
+    async clearForDevice(deviceId, reason, q = db) {
+      const r = await q.query(
+        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = $2
+          WHERE device_id = $1 AND state IN ('pending', 'sent', 'acknowledged', 'not_now')`,
+        [deviceId, reason],
+      );
+      return r.rowCount;
     },
 
     async unfinishedCount(deviceId, q = db) {

@@ -1,0 +1,204 @@
+// The Apple MDM service: check-in messages and the command channel, on typed
+// values (wire.ts decodes; routes.ts does HTTP and device authentication).
+// Rules that devices enforce on us, from Apple's reference and peers' bugs:
+// never answer 401 (the device unenrolls: use 403); Authenticate clears the
+// queue; TokenUpdate may come at any time and overwrites push data; a report
+// is answered even when it cannot be matched, so nothing blocks the queue.
+import { commandUuid } from '../../controller/reconcile/reconciler.js';
+import type { Command, Store } from '../../controller/store/index.js';
+import { commandDict, describeErrorChain, type CheckinMessage, type CommandReport } from './wire.js';
+
+type Dict = Record<string, unknown>;
+
+export interface AppleLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** The device certificate the request was authenticated with (mTLS, proxy header or Mdm-Signature). */
+export interface PresentedIdentity {
+  certSha256: string;
+}
+
+export interface AppleServiceOptions {
+  store: Store;
+  log: AppleLog;
+  /** The queued command → the dictionary sent to the device (resolve secrets, sign profiles). Throwing fails that command. */
+  renderCommand?(command: Command): Dict | Promise<Dict>;
+  /** A command finished on the device: update reported state (ProfileList, DeviceInformation …). */
+  onResult?(command: Command, report: CommandReport): Promise<void>;
+  /** Whether a device that says AwaitingConfiguration is ready for DeviceConfigured (default: at once). */
+  readyToConfigure?(udid: string): Promise<boolean>;
+}
+
+export type CheckinAnswer = { status: 200; body?: Dict } | { status: 403 | 410 | 400; error: string };
+export type ConnectAnswer = { status: 200; command?: Dict; uuid?: string } | { status: 403 | 400; error: string };
+
+const DEVICE_CONFIGURED = 'DeviceConfigured';
+
+export function createAppleService(o: AppleServiceOptions) {
+  const { store, log } = o;
+  const render = o.renderCommand ?? ((c: Command) => commandDict(c.uuid, (c.payload as { RequestType: string }).RequestType, (c.payload as { fields?: Dict }).fields ?? {}));
+
+  /** The certificate must be ours, current and (once bound) bound to this device. */
+  async function identityFor(udid: string, id: PresentedIdentity | undefined, binding: boolean): Promise<string | undefined> {
+    if (!id) return 'no device certificate was presented';
+    const known = await store.identities.get(id.certSha256);
+    if (!known) return 'the certificate was not issued by this server';
+    if (known.revokedAt) return 'the certificate is revoked';
+    if (known.notAfter.getTime() <= Date.now()) return 'the certificate has expired';
+    if (known.deviceId && known.deviceId !== udid) return 'the certificate belongs to another device';
+    if (!known.deviceId && !binding) return 'the certificate is not bound to a device yet (Authenticate first)';
+    return undefined;
+  }
+
+  async function checkin(msg: CheckinMessage, id: PresentedIdentity | undefined): Promise<CheckinAnswer> {
+    const refused = await identityFor(msg.udid, id, msg.type === 'Authenticate');
+    if (refused) {
+      log.warn('check-in refused', { udid: msg.udid, type: msg.type, reason: refused });
+      return { status: 403, error: refused };
+    }
+    const udid = msg.udid;
+    switch (msg.type) {
+      case 'Authenticate': {
+        const os = /ipad/i.test(msg.productName ?? msg.model ?? '') ? 'ipados' : /iphone|ipod/i.test(msg.productName ?? msg.model ?? '') ? 'ios' : /appletv/i.test(msg.productName ?? '') ? 'tvos' : 'macos';
+        await store.transaction(async (tx) => {
+          await store.devices.upsert(
+            {
+              id: udid,
+              platform: 'apple',
+              identifiers: { udid, ...(msg.imei ? { imei: msg.imei } : {}), ...(msg.meid ? { meid: msg.meid } : {}) },
+              ...(msg.serialNumber ? { serialNumber: msg.serialNumber } : {}),
+              ...(msg.productName || msg.model ? { model: msg.productName ?? msg.model! } : {}),
+              ...(msg.osVersion ? { osVersion: msg.osVersion } : {}),
+              attributes: { os, 'enrollment-source': 'apple-mdm', ...(msg.deviceName ? { 'device-name': msg.deviceName } : {}) },
+            },
+            tx,
+          );
+          // A (re-)enrolling device starts from an empty queue, as the device itself does.
+          const cleared = await store.commands.clearForDevice(udid, 'cleared by Authenticate (the device re-enrolled)', tx);
+          await store.devices.setEnrollment({ deviceId: udid, platform: 'apple', status: 'pending', state: { topic: msg.topic, authenticatedAt: new Date().toISOString() } }, tx);
+          await store.identities.bind(id!.certSha256, udid, tx);
+          await store.audit.append({ actor: `device:${udid}`, action: 'device.authenticate', subject: `device/${udid}`, details: { serial: msg.serialNumber, model: msg.productName ?? msg.model, cleared } }, tx);
+          await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
+        });
+        log.info('apple device authenticated', { udid, serial: msg.serialNumber });
+        return { status: 200 };
+      }
+      case 'TokenUpdate': {
+        if (msg.userId) return { status: 200 }; // user-channel tokens: no user channel yet; acknowledged
+        const prev = await store.devices.getEnrollment(udid);
+        if (!prev || prev.status === 'unenrolled') return { status: 400, error: 'TokenUpdate before Authenticate' };
+        await store.transaction(async (tx) => {
+          await store.devices.setEnrollment(
+            {
+              deviceId: udid,
+              platform: 'apple',
+              status: 'enrolled',
+              state: {
+                ...prev.state,
+                topic: msg.topic,
+                token: msg.token.toString('hex'),
+                pushMagic: msg.pushMagic,
+                ...(msg.unlockToken ? { hasUnlockToken: true } : {}),
+                awaitingConfiguration: msg.awaitingConfiguration,
+              },
+            },
+            tx,
+          );
+          if (msg.awaitingConfiguration && (await (o.readyToConfigure?.(udid) ?? Promise.resolve(true)))) {
+            // Once per enrollment: a repeated TokenUpdate does not queue it twice.
+            const uuid = commandUuid(udid, DEVICE_CONFIGURED, String(prev.state.authenticatedAt ?? ''));
+            await store.commands.enqueue({ uuid, deviceId: udid, type: DEVICE_CONFIGURED, payload: { RequestType: DEVICE_CONFIGURED }, priority: 100 }, tx);
+          }
+          if (prev.status !== 'enrolled') await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
+        });
+        return { status: 200 };
+      }
+      case 'CheckOut': {
+        await store.transaction(async (tx) => {
+          await store.devices.setEnrollment({ deviceId: udid, platform: 'apple', status: 'unenrolled', state: {} }, tx);
+          await store.commands.clearForDevice(udid, 'the device checked out', tx);
+          await store.identities.revokeDevice(udid, new Date(), tx);
+          await store.audit.append({ actor: `device:${udid}`, action: 'device.checkout', subject: `device/${udid}` }, tx);
+          await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
+        });
+        log.info('apple device checked out', { udid });
+        return { status: 200 };
+      }
+      case 'UserAuthenticate':
+        // Muster has no per-user channel: 410 tells the device not to ask again.
+        return { status: 410, error: 'user channel not supported' };
+      case 'SetBootstrapToken': {
+        await store.devices.patchEnrollmentState(udid, { bootstrapToken: msg.bootstrapToken ? msg.bootstrapToken.toString('base64') : null });
+        return { status: 200 };
+      }
+      case 'GetBootstrapToken': {
+        const e = await store.devices.getEnrollment(udid);
+        const t = typeof e?.state.bootstrapToken === 'string' ? Buffer.from(e.state.bootstrapToken, 'base64') : undefined;
+        return { status: 200, body: t ? { BootstrapToken: t } : {} };
+      }
+      case 'DeclarativeManagement':
+        // Declarations are not derived from bundles yet: an empty, valid answer.
+        return { status: 200, body: msg.endpoint === 'tokens' ? { SyncTokens: { DeclarationsToken: 'none', Timestamp: new Date(0) } } : {} };
+    }
+  }
+
+  /** Records the report, then answers with the next command, or nothing. */
+  async function connect(report: CommandReport, id: PresentedIdentity | undefined): Promise<ConnectAnswer> {
+    const refused = await identityFor(report.udid, id, false);
+    if (refused) {
+      log.warn('command report refused', { udid: report.udid, status: report.status, reason: refused });
+      return { status: 403, error: refused };
+    }
+    const udid = report.udid;
+    if (report.status !== 'Idle' && report.commandUuid) await record(udid, report);
+    await store.devices.touch(udid);
+    // Commands that cannot be rendered fail on their own and never block the ones behind them.
+    for (let i = 0; i < 20; i++) {
+      const [next] = await store.commands.nextForDevice(udid, { limit: 1 });
+      if (!next) return { status: 200 };
+      try {
+        return { status: 200, command: await render(next), uuid: next.uuid };
+      } catch (e) {
+        log.warn('command could not be prepared; failing it', { udid, command: next.uuid, type: next.type, error: (e as Error).message });
+        await store.commands.report(next.uuid, { status: 'failed', error: `not sent: ${(e as Error).message}` });
+      }
+    }
+    return { status: 200 };
+  }
+
+  async function record(udid: string, report: CommandReport): Promise<void> {
+    const uuid = report.commandUuid!;
+    const cmd = await store.commands.get(uuid);
+    if (!cmd || cmd.deviceId !== udid) {
+      // Answered and logged, never an error: the device would resend it forever.
+      log.warn('report for a command this device was not sent', { udid, command: uuid, status: report.status });
+      return;
+    }
+    const outcome =
+      report.status === 'Acknowledged'
+        ? await store.commands.report(uuid, { status: 'completed', result: storable(report.result) })
+        : report.status === 'NotNow'
+          ? await store.commands.report(uuid, { status: 'not_now' })
+          : await store.commands.report(uuid, { status: 'failed', error: describeErrorChain(report.errorChain), result: { status: report.status, errorChain: report.errorChain } });
+    if (!outcome.changed) return; // a repeated report changes nothing
+    if (report.status === 'Error' || report.status === 'CommandFormatError') log.warn('command failed on the device', { udid, command: uuid, type: cmd.type, error: describeErrorChain(report.errorChain) });
+    if (cmd.type === DEVICE_CONFIGURED && report.status === 'Acknowledged') await store.devices.patchEnrollmentState(udid, { awaitingConfiguration: false });
+    await o.onResult?.(cmd, report);
+  }
+
+  return { checkin, connect };
+}
+
+export type AppleService = ReturnType<typeof createAppleService>;
+
+/** Device-reported results go into JSON: binary data is kept as base64, bounded. */
+function storable(v: unknown, depth = 0): unknown {
+  if (depth > 32) return '[too deep]';
+  if (Buffer.isBuffer(v)) return { base64: v.subarray(0, 4096).toString('base64'), bytes: v.length };
+  if (v instanceof Date) return v.toISOString();
+  if (Array.isArray(v)) return v.slice(0, 10_000).map((x) => storable(x, depth + 1));
+  if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, storable(x, depth + 1)]));
+  return v;
+}
