@@ -1,0 +1,119 @@
+// Which certificate a device request was made with, by configuration: the TLS
+// client certificate (mTLS), a certificate a trusted proxy forwards in a
+// header (RFC 9440 `Client-Cert: :<base64 DER>:`, or a URL-escaped PEM as
+// nginx's $ssl_client_escaped_cert), or the Mdm-Signature header — a
+// detached CMS SignedData over the body. node-forge cannot verify CMS, so the
+// signer is checked here on forge's bounded ASN.1 parser (scep/asn1.ts), which
+// also accepts the BER indefinite lengths real devices send. Real devices
+// sign with SHA-1 and no signed attributes: the RSA signature is then over
+// the body's digest directly.
+import { X509Certificate, createHash, verify } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { toBuffer, toDer } from './scep/asn1.js';
+import type { CertificateAuthority } from './scep/ca.js';
+import { DIGEST_OIDS, identifies, readSignedData, verifySigner } from './scep/cms.js';
+
+export type DeviceAuthMode = 'mtls' | 'header' | 'signature';
+
+export class DeviceAuthError extends Error {}
+
+export interface DeviceAuthOptions {
+  /** Which ways are accepted, tried in this order. */
+  modes: readonly DeviceAuthMode[];
+  ca: CertificateAuthority;
+  /** The header a trusted proxy puts the client certificate in (default client-cert). */
+  header?: string;
+}
+
+/** Upper bound for a Mdm-Signature (a signature plus one or two certificates). */
+const MAX_SIGNATURE_BYTES = 32 * 1024;
+
+export interface AuthRequest {
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  socket?: unknown;
+}
+
+/** The device certificate's SHA-256, after checking it chains to our CA and is current. */
+export function authenticateDevice(req: AuthRequest, o: DeviceAuthOptions): { certSha256: string; via: DeviceAuthMode } {
+  const errors: string[] = [];
+  for (const mode of o.modes) {
+    let der: Buffer | undefined;
+    try {
+      der = mode === 'mtls' ? fromTls(req.socket) : mode === 'header' ? fromHeader(first(req.headers[o.header ?? 'client-cert'])) : fromSignature(first(req.headers['mdm-signature']), req.body);
+    } catch (e) {
+      errors.push(`${mode}: ${(e as Error).message}`);
+      continue;
+    }
+    if (!der) continue;
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(der);
+    } catch {
+      errors.push(`${mode}: the certificate cannot be read`);
+      continue;
+    }
+    const problem = o.ca.checkIssued(cert);
+    if (problem) {
+      errors.push(`${mode}: certificate ${problem}`);
+      continue;
+    }
+    return { certSha256: createHash('sha256').update(der).digest('hex'), via: mode };
+  }
+  throw new DeviceAuthError(errors.length ? errors.join('; ') : `no device certificate (accepted: ${o.modes.join(', ')})`);
+}
+
+const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+
+function fromTls(socket: unknown): Buffer | undefined {
+  const s = socket as Partial<TLSSocket> | undefined;
+  if (!s || typeof s.getPeerCertificate !== 'function') return undefined;
+  const c = s.getPeerCertificate(false);
+  return c && c.raw && c.raw.length ? c.raw : undefined;
+}
+
+/** RFC 9440 `:base64:` byte sequence, or a URL-escaped PEM. */
+export function fromHeader(value: string | undefined): Buffer | undefined {
+  if (!value) return undefined;
+  const v = value.trim();
+  if (v.length > 16 * 1024) throw new DeviceAuthError('client certificate header too large');
+  const sf = /^:([A-Za-z0-9+/=]+):$/.exec(v);
+  if (sf) return Buffer.from(sf[1]!, 'base64');
+  let pem: string;
+  try {
+    pem = decodeURIComponent(v);
+  } catch {
+    throw new DeviceAuthError('client certificate header is neither :base64: nor a URL-escaped PEM');
+  }
+  const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
+  if (!m) throw new DeviceAuthError('client certificate header is neither :base64: nor a URL-escaped PEM');
+  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+}
+
+/** Verifies the detached signature over `body`; returns the signer's certificate. */
+export function fromSignature(header: string | undefined, body: Buffer): Buffer | undefined {
+  if (!header) return undefined;
+  if (header.length > (MAX_SIGNATURE_BYTES * 4) / 3 + 4) throw new DeviceAuthError('Mdm-Signature too large');
+  let sd;
+  try {
+    sd = readSignedData(Buffer.from(header.replace(/\s+/g, ''), 'base64'), MAX_SIGNATURE_BYTES, 'Mdm-Signature');
+  } catch (e) {
+    throw new DeviceAuthError((e as Error).message);
+  }
+  const signer = sd.signers[0];
+  if (!signer || sd.signers.length !== 1) throw new DeviceAuthError('Mdm-Signature must have exactly one signer');
+  const cert = sd.certificates.find((c) => identifies(signer.sid, c));
+  if (!cert) throw new DeviceAuthError('Mdm-Signature does not carry its signer certificate');
+  const certDer = toBuffer(toDer(cert));
+  try {
+    if (signer.signedAttrs) verifySigner(signer, body, certDer);
+    else {
+      const hash = DIGEST_OIDS[signer.digestOid];
+      if (!hash) throw new Error(`digest algorithm ${signer.digestOid} is not supported`);
+      if (!verify(hash, body, new X509Certificate(certDer).publicKey, signer.signature)) throw new Error('the signature does not verify over the body');
+    }
+  } catch (e) {
+    throw new DeviceAuthError(`Mdm-Signature: ${(e as Error).message}`);
+  }
+  return certDer;
+}
