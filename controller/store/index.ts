@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { type AssignmentStore, createAssignmentStore } from './assignments.js';
 import { type AuditLog, createAuditLog } from './audit.js';
 import { type BundleStore, createBundleStore } from './bundles.js';
+import { type EnrollmentChallenges, createEnrollmentChallenges } from './challenges.js';
 import { type CommandQueue, type QueueOptions, createCommandQueue } from './commands.js';
 import { type Db, type StoreLogger, type Tx, openPglite, openPostgres, stderrLogger } from './db.js';
 import { type DeviceStore, createDeviceStore } from './devices.js';
@@ -47,6 +48,7 @@ export interface Store {
   audit: AuditLog;
   sourceState: SourceStateStore;
   tokens: TokenStore;
+  challenges: EnrollmentChallenges;
   /** One transaction; pass `tx` as the last argument of the store functions to join it. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   migrate(): Promise<MigrationResult>;
@@ -144,6 +146,7 @@ export function createStore(db: Db, migrations: MigrationResult, queue?: QueueOp
     audit: createAuditLog(db),
     sourceState: createSourceStateStore(db),
     tokens: createTokenStore(db),
+    challenges: createEnrollmentChallenges(db),
     transaction: (fn) => db.transaction(fn),
     migrate: () => migrate(db),
     async close() {
@@ -165,6 +168,7 @@ export type * from './rollouts.js';
 export type * from './assignments.js';
 export type * from './source-state.js';
 export type * from './tokens.js';
+export type * from './challenges.js';
 export { scopeAllows, TOKEN_SCOPES } from './tokens.js';
 export { BundleConflictError, contentHash } from './bundles.js';
 export { GENESIS_HASH, auditHash } from './audit.js';

@@ -16,6 +16,7 @@ const TABLES = [
   'commands',
   'device_identities',
   'devices',
+  'enrollment_challenges',
   'enrollments',
   'event_consumers',
   'events',
