@@ -8,6 +8,7 @@ import { registerDbCommands } from './commands/db.js';
 import { registerDevices } from './commands/devices.js';
 import { registerHash } from './commands/hash.js';
 import { registerPlan } from './commands/plan.js';
+import { registerRender } from './commands/render.js';
 import { registerRollout } from './commands/rollout.js';
 import { registerServe } from './commands/serve.js';
 import { registerToken } from './commands/token.js';
@@ -43,6 +44,7 @@ Examples:
   registerValidate(program, io, setExit);
   registerHash(program, io, setExit);
   registerPlan(program, io, setExit);
+  registerRender(program, io, setExit);
   registerServe(program, io);
   registerRollout(program, io);
   registerToken(program, io);

@@ -169,7 +169,10 @@ describe('Apple wire decoding', () => {
   it.each([
     [{ UDID: 'x', Status: 'Maybe' }, /unknown report Status/],
     [{ UDID: 'x', Status: 'Acknowledged' }, /without CommandUUID/],
-  ])('refuses report %o', (v, msg) => expect(() => parseReport(v)).toThrow(WireError) && expect(() => parseReport(v)).toThrow(msg));
+  ])('refuses report %o', (v, msg) => {
+    expect(() => parseReport(v)).toThrow(WireError);
+    expect(() => parseReport(v)).toThrow(msg);
+  });
   it('reads a DeviceInformation answer with QueryResponses', () => {
     const r = parseReport({
       UDID: 'x',

@@ -33,6 +33,7 @@ describe('--help', () => {
     ['hash'],
     ['schema'],
     ['plan'],
+    ['render'],
     ['serve'],
     ['db', 'migrate'],
     ['audit', 'verify'],

@@ -164,7 +164,7 @@ describe('muster serve, end to end', { timeout: 120_000 }, () => {
     await pushAndNotify({ ...base, 'bundles/fin.yaml': finBundle, 'groups/fin.yaml': finance, 'rollouts/fin.yaml': rollout('fin', 'fin', ['fin'], '    - setWeight: 100') }, 'finance bundle');
     const first = await until(async () => {
       const x = await one('fin');
-      return x?.phase === 'Healthy' && x.counts['canary.Synced'] === x.counts.targeted && x.counts.targeted > 0 ? x : undefined;
+      return x?.phase === 'Healthy' && x.counts['canary.Synced'] === x.counts.targeted && (x.counts.targeted ?? 0) > 0 ? x : undefined;
     }, 30_000, 'fin Healthy');
     await pushAndNotify({ ...base, 'bundles/fin.yaml': finBundle, 'groups/fin.yaml': sales, 'rollouts/fin.yaml': rollout('fin', 'fin', ['fin'], '    - setWeight: 100') }, 'finance bundle to sales instead');
     const moved = await until(async () => {

@@ -1,0 +1,52 @@
+// `muster render BUNDLE --platform P [DIR]`: what a bundle becomes on one
+// platform, exactly as the driver compiles it (secret references unresolved).
+import { Command, Option } from 'commander';
+import { renderApple } from '../../../protocols/apple/render.js';
+import { createDrivers } from '../../drivers.js';
+import { formatText } from '../../policy/diagnostics.js';
+import type { Platform } from '../../policy/types.js';
+import { CliError, EXIT, paintFor, println, type CliIO } from '../io.js';
+import { loadTree } from './validate.js';
+
+export function registerRender(program: Command, io: CliIO, setExit: (code: number) => void): void {
+  program
+    .command('render')
+    .description('Print what a bundle becomes on a platform: the Apple profile, or the native items of the others')
+    .argument('<bundle>', 'the PolicyBundle name')
+    .argument('[dir]', 'policy folder', '.')
+    .addOption(new Option('--platform <platform>', 'the platform to render for').choices(['apple', 'windows', 'android', 'agent']).makeOptionMandatory())
+    .addHelpText(
+      'after',
+      `
+Secret references (\${secret:NAME}) are printed as they are: they are resolved
+only when a command is sent to a device.
+
+Examples:
+  $ muster render corp-baseline --platform apple policies/ > corp.mobileconfig.xml
+  $ muster render android-kiosk --platform android policies/`,
+    )
+    .action(async (name: string, dir: string, o: { platform: Platform }) => {
+      const { result } = await loadTree(io, dir);
+      const loaded = result.policySet.bundles.get(name);
+      if (!loaded) {
+        const errors = result.diagnostics.filter((d) => d.severity === 'error');
+        if (errors.length) for (const d of errors) println(io.stderr, formatText(d, paintFor(io.stderr, io.env)));
+        throw new CliError(`no valid PolicyBundle named "${name}" in ${dir}${errors.length ? ' (the folder has errors, above)' : ''}`);
+      }
+      const bundle = { name, version: loaded.resource.spec.version, hash: result.policySet.hashes.get(name)!, spec: loaded.resource.spec };
+      if (o.platform === 'apple') {
+        const xml = renderApple(bundle);
+        if (!xml) {
+          println(io.stderr, `${name} has nothing for Apple devices`);
+          setExit(EXIT.failed);
+          return;
+        }
+        io.stdout.write(xml.endsWith('\n') ? xml : xml + '\n');
+        return;
+      }
+      // Platforms whose protocol driver has not landed yet render through the driver in force.
+      const driver = createDrivers().get(o.platform)!;
+      const native = driver.compile([{ ...bundle, rollout: '' }], { id: 'render', platform: o.platform, osVersion: null, model: null });
+      println(io.stdout, JSON.stringify(native, null, 2));
+    });
+}

@@ -1,0 +1,118 @@
+// The Apple PlatformDriver: bundles → one configuration profile each
+// (profiles.ts), diffed against what the device reported, delivered as
+// InstallProfile / RemoveProfile commands with a ProfileList after them so the
+// result is read back. Secrets are resolved only when a command is about to
+// be sent (renderAppleCommand), so plans, hashes and the queue never hold them.
+import { diffItems, type Action, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
+import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
+import type { Command, NewCommand, Store } from '../../controller/store/index.js';
+import { encodePlist } from './plist.js';
+import { compileAppleProfiles, resolveProfileSecrets } from './profiles.js';
+import type { CommandReport } from './wire.js';
+import { commandDict, profileListOf, queryResponsesOf } from './wire.js';
+
+/** Profiles Muster manages carry this identifier prefix; others on the device are left alone. */
+export const MANAGED_PREFIX = 'dev.muster.';
+
+interface InstallPayload {
+  RequestType: 'InstallProfile';
+  identifier: string;
+  /** The PayloadUUID the device will list once installed. */
+  uuid: string;
+  profile: Record<string, unknown>;
+}
+
+export interface AppleDriverOptions {
+  /** Signs profile bytes (attached CMS); unsigned when absent. */
+  signProfile?(plist: Buffer): Buffer;
+  wake?(deviceIds: readonly string[]): Promise<void>;
+}
+
+export function createAppleDriver(o: AppleDriverOptions = {}): PlatformDriver {
+  return {
+    platform: 'apple',
+    compile(bundles: readonly ResolvedBundle[], device: DriverDevice): NativeState {
+      // What the device lists back is the profile's PayloadUUID, derived from the bundle hash: that is the item hash.
+      const state = compileAppleProfiles([...bundles], device);
+      return { platform: 'apple', items: state.items.map((i) => ({ ...i, hash: String((i.payload as { PayloadUUID: string }).PayloadUUID) })) };
+    },
+    diff: diffItems,
+    async deliver(ctx: DeliverContext, work: ReadonlyArray<{ device: DriverDevice; actions: readonly Action[] }>): Promise<void> {
+      const commands = work.flatMap(({ device, actions }) => {
+        const nonce = ctx.nonce(device.id);
+        const out: NewCommand[] = actions.map((a) =>
+          a.kind === 'install'
+            ? {
+                uuid: commandUuid(device.id, 'InstallProfile', a.item.id, a.item.hash, nonce),
+                deviceId: device.id,
+                type: 'InstallProfile',
+                payload: { RequestType: 'InstallProfile', identifier: a.item.id, uuid: a.item.hash, profile: a.item.payload as Record<string, unknown> } satisfies InstallPayload,
+              }
+            : { uuid: commandUuid(device.id, 'RemoveProfile', a.id, nonce), deviceId: device.id, type: 'RemoveProfile', payload: { RequestType: 'RemoveProfile', fields: { Identifier: a.id } } },
+        );
+        // Read back what the device now holds, after the changes (lower priority: it runs last).
+        out.push({ uuid: commandUuid(device.id, 'ProfileList', nonce, String(actions.length), actions.map((a) => (a.kind === 'install' ? a.item.hash : a.id)).join(',')), deviceId: device.id, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } } });
+        return out;
+      });
+      if (commands.length) await ctx.store.commands.enqueue(commands, ctx.tx);
+    },
+    ...(o.wake ? { wake: o.wake } : {}),
+  };
+}
+
+/** A queued Apple command → the dictionary sent to the device; secrets resolved and the profile signed only now. */
+export function renderAppleCommand(cmd: Command, o: { secret(name: string): string | undefined; signProfile?(plist: Buffer): Buffer }): Record<string, unknown> {
+  const p = cmd.payload as { RequestType: string; fields?: Record<string, unknown> } & Partial<InstallPayload>;
+  if (p.RequestType === 'InstallProfile' && p.profile) {
+    const { profile, missing } = resolveProfileSecrets(p.profile, o.secret);
+    if (missing.length) throw new Error(`secret${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not set`);
+    const bytes = encodePlist(profile);
+    return commandDict(cmd.uuid, 'InstallProfile', { Payload: o.signProfile ? o.signProfile(bytes) : bytes });
+  }
+  return commandDict(cmd.uuid, p.RequestType, p.fields ?? {});
+}
+
+/**
+ * What a finished command tells us about the device, as reported state:
+ * InstallProfile / RemoveProfile outcomes at once, ProfileList as the truth,
+ * DeviceInformation as device attributes. Publishes device.reported so the
+ * reconciler recomputes sync state (and repairs drift).
+ */
+export async function recordAppleResult(store: Store, cmd: Command, report: CommandReport): Promise<void> {
+  const udid = cmd.deviceId;
+  const ok = report.status === 'Acknowledged';
+  if (report.status === 'NotNow') return;
+  await store.transaction(async (tx) => {
+    const prev = (await store.devices.reportedMany([udid], REPORTED_ITEMS, tx)).get(udid)?.state as ReportedItems | undefined;
+    const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
+    let changed = false;
+    const p = cmd.payload as { identifier?: string; uuid?: string; fields?: { Identifier?: string } };
+    if (cmd.type === 'InstallProfile' && p.identifier && p.uuid) {
+      items[p.identifier] = ok ? { hash: p.uuid, status: 'installed' } : { hash: p.uuid, status: 'failed', error: report.errorChain.map((e) => e.description ?? e.code).join('; ') || report.status };
+      changed = true;
+    } else if (cmd.type === 'RemoveProfile' && ok && p.fields?.Identifier) {
+      delete items[p.fields.Identifier];
+      changed = true;
+    } else if (cmd.type === 'ProfileList' && ok) {
+      const listed = profileListOf(report.result);
+      if (listed) {
+        // The list is the truth for managed profiles; a failed install stays recorded until it changes.
+        for (const id of Object.keys(items)) if (items[id]!.status === 'installed' && !listed.has(id)) delete items[id];
+        for (const [id, uuid] of listed) if (id.startsWith(MANAGED_PREFIX)) items[id] = { hash: uuid, status: 'installed' };
+        changed = true;
+      }
+    } else if (cmd.type === 'DeviceInformation' && ok) {
+      const q = queryResponsesOf(report.result);
+      if (q) {
+        await store.devices.upsert({ id: udid, platform: 'apple', ...(q.OSVersion ? { osVersion: q.OSVersion } : {}), ...(q.SerialNumber ? { serialNumber: q.SerialNumber } : {}), ...(q.ModelName ? { model: q.ModelName } : {}) }, tx);
+        await store.devices.report(udid, 'apple.deviceInformation', q, new Date(), tx);
+      }
+    } else if (cmd.type === 'SecurityInfo' && ok) {
+      await store.devices.report(udid, 'apple.securityInfo', report.result.SecurityInfo ?? {}, new Date(), tx);
+    }
+    if (changed) {
+      await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
+      await store.events.publish({ topic: 'device.reported', payload: { deviceId: udid } }, tx);
+    }
+  });
+}

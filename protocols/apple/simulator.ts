@@ -1,0 +1,142 @@
+// Simulated Apple devices that speak the real wire protocol over HTTP: they
+// get their identity through SCEP, send check-in and report plists signed
+// with it (Mdm-Signature, detached CMS as devices make it), keep their own
+// profile list, answer ProfileList, DeviceInformation and SecurityInfo, and
+// answer NotNow or Error at configurable rates. A push (the APNs seam) makes
+// a device connect.
+import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { algorithm, ctx, int, oid, octets, parseDer, seq, set, toBin, toBuffer, toDer } from './scep/asn1.js';
+import { OID, readSignedData } from './scep/cms.js';
+import { buildCsr, buildPkiRequest, readCertRep, selfSignedCert } from './scep/client.js';
+import { decodePlist, encodePlist } from './plist.js';
+
+export interface SimulatedAppleOptions {
+  /** Base URL of the server, e.g. http://127.0.0.1:8080 */
+  server: string;
+  udid: string;
+  serialNumber: string;
+  productName?: string;
+  osVersion?: string;
+  topic: string;
+  challenge: string;
+  /** Share of commands answered NotNow (0..1), and Error. */
+  notNowRate?: number;
+  errorRate?: number;
+  random?: () => number;
+}
+
+interface Installed {
+  identifier: string;
+  uuid: string;
+}
+
+const SHA256 = '2.16.840.1.101.3.4.2.1';
+const RSA = '1.2.840.113549.1.1.1';
+
+export class SimulatedAppleDevice {
+  readonly udid: string;
+  private key!: KeyObject;
+  private certDer!: Buffer;
+  readonly profiles = new Map<string, Installed>();
+  readonly seen: string[] = [];
+  private readonly random: () => number;
+
+  constructor(private readonly o: SimulatedAppleOptions) {
+    this.udid = o.udid;
+    this.random = o.random ?? Math.random;
+  }
+
+  /** SCEP enrollment with the challenge, then Authenticate and TokenUpdate. */
+  async enroll(): Promise<void> {
+    const caCertDer = Buffer.from(await (await this.fetch(`/mdm/apple/scep?operation=GetCACert`, { method: 'GET' })).arrayBuffer());
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const self = selfSignedCert(privateKey, this.udid);
+    const csr = buildCsr(privateKey, [{ shortName: 'CN', value: this.udid }], this.o.challenge);
+    const req = buildPkiRequest({ messageType: 'PKCSReq', csrDer: csr, signerCertDer: self, signerKey: privateKey, caCertDer });
+    const res = await this.fetch(`/mdm/apple/scep?operation=PKIOperation`, { method: 'POST', headers: { 'content-type': 'application/x-pki-message' }, body: req.der });
+    const rep = readCertRep(Buffer.from(await res.arrayBuffer()), { caCertDer, recipientCertDer: self, recipientKey: privateKey });
+    if (rep.status !== 'SUCCESS' || !rep.certificates[0]) throw new Error(`SCEP enrollment failed: ${rep.status} failInfo ${rep.failInfo}`);
+    this.key = privateKey;
+    this.certDer = rep.certificates[0];
+    await this.checkin({ MessageType: 'Authenticate', Topic: this.o.topic, SerialNumber: this.o.serialNumber, ProductName: this.o.productName ?? 'Mac15,3', OSVersion: this.o.osVersion ?? '15.1' });
+    await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: randomBytes(32), PushMagic: randomBytes(16).toString('hex'), AwaitingConfiguration: false });
+  }
+
+  get certSha256(): string {
+    return createHash('sha256').update(this.certDer).digest('hex');
+  }
+
+  async checkin(dict: Record<string, unknown>): Promise<Response> {
+    const res = await this.put('/mdm/apple/checkin', { UDID: this.udid, ...dict }, 'application/x-apple-aspen-mdm-checkin');
+    if (res.status !== 200 && res.status !== 410) throw new Error(`check-in ${String(dict.MessageType)}: ${res.status} ${await res.text()}`);
+    return res;
+  }
+
+  /** One connection: Idle, then answer every command until the server has nothing more. Returns how many it answered. */
+  async connect(): Promise<number> {
+    let answered = 0;
+    let res = await this.put('/mdm/apple/connect', { UDID: this.udid, Status: 'Idle' });
+    for (let i = 0; i < 500; i++) {
+      if (res.status !== 200) throw new Error(`connect: ${res.status} ${await res.text()}`);
+      const body = Buffer.from(await res.arrayBuffer());
+      if (body.length === 0) return answered;
+      const cmd = decodePlist(body) as { CommandUUID: string; Command: Record<string, unknown> & { RequestType: string } };
+      this.seen.push(cmd.Command.RequestType);
+      res = await this.put('/mdm/apple/connect', { UDID: this.udid, CommandUUID: cmd.CommandUUID, ...this.answer(cmd.Command) });
+      answered++;
+    }
+    return answered;
+  }
+
+  private answer(c: Record<string, unknown> & { RequestType: string }): Record<string, unknown> {
+    const r = this.random();
+    if (r < (this.o.notNowRate ?? 0)) return { Status: 'NotNow' };
+    if (r < (this.o.notNowRate ?? 0) + (this.o.errorRate ?? 0)) {
+      return { Status: 'Error', ErrorChain: [{ ErrorCode: 4001, ErrorDomain: 'MCInstallationErrorDomain', LocalizedDescription: 'Simulated failure', USEnglishDescription: 'Simulated failure' }] };
+    }
+    switch (c.RequestType) {
+      case 'InstallProfile': {
+        const bytes = c.Payload as Buffer;
+        // A signed profile is attached CMS: its content is the plist.
+        const plistBytes = bytes[0] === 0x30 ? readSignedData(bytes, 1 << 20, 'profile').content : bytes;
+        const p = decodePlist(plistBytes) as { PayloadIdentifier: string; PayloadUUID: string };
+        this.profiles.set(p.PayloadIdentifier, { identifier: p.PayloadIdentifier, uuid: p.PayloadUUID });
+        return { Status: 'Acknowledged' };
+      }
+      case 'RemoveProfile':
+        this.profiles.delete(String(c.Identifier));
+        return { Status: 'Acknowledged' };
+      case 'ProfileList':
+        return { Status: 'Acknowledged', ProfileList: [...this.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.uuid, PayloadVersion: 1, IsManaged: true })) };
+      case 'DeviceInformation':
+        return { Status: 'Acknowledged', QueryResponses: { UDID: this.udid, SerialNumber: this.o.serialNumber, OSVersion: this.o.osVersion ?? '15.1', ModelName: 'MacBook Pro', IsSupervised: true } };
+      case 'SecurityInfo':
+        return { Status: 'Acknowledged', SecurityInfo: { FDE_Enabled: true, PasscodePresent: true, PasscodeCompliant: true } };
+      default:
+        return { Status: 'Acknowledged' };
+    }
+  }
+
+  private async put(path: string, dict: Record<string, unknown>, type = 'application/x-apple-aspen-mdm'): Promise<Response> {
+    const body = encodePlist(dict);
+    return this.fetch(path, { method: 'PUT', headers: { 'content-type': type, 'mdm-signature': this.signDetached(body).toString('base64') }, body });
+  }
+
+  private fetch(path: string, init: RequestInit): Promise<Response> {
+    return fetch(`${this.o.server}${path}`, init);
+  }
+
+  /** Detached CMS SignedData over `body`, no signed attributes: what devices send as Mdm-Signature. */
+  private signDetached(body: Buffer): Buffer {
+    const cert = parseDer(this.certDer, 'device certificate');
+    const tbs = cert.value[0] as unknown as { value: Array<{ tagClass: number; type: number }> };
+    // TBSCertificate: [0] version, serialNumber, signature, issuer … (issuer is index 3 with a version)
+    const hasVersion = tbs.value[0]!.tagClass === 0x80;
+    const serial = tbs.value[hasVersion ? 1 : 0] as never;
+    const issuer = tbs.value[hasVersion ? 3 : 2] as never;
+    const signature = sign('sha256', body, this.key);
+    const signerInfo = seq([int(1), seq([issuer, serial]), algorithm(SHA256), algorithm(RSA), octets(toBin(signature))]);
+    const signedData = seq([int(1), set([algorithm(SHA256)]), seq([oid(OID.data)]), ctx(0, [cert]), set([signerInfo])]);
+    return toBuffer(toDer(seq([oid(OID.signedData), ctx(0, [signedData])])));
+  }
+}
