@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../package-root.js';
 import { registerDbCommands } from './commands/db.js';
 import { registerDevices } from './commands/devices.js';
+import { registerEnroll } from './commands/enroll.js';
 import { registerHash } from './commands/hash.js';
 import { registerPlan } from './commands/plan.js';
 import { registerRender } from './commands/render.js';
@@ -49,6 +50,7 @@ Examples:
   registerRollout(program, io);
   registerToken(program, io);
   registerDevices(program, io);
+  registerEnroll(program, io);
   registerSchema(program, io);
   registerDbCommands(program, io, setExit);
   // Every subcommand reports usage errors the same way.

@@ -24,6 +24,10 @@ export interface AppOptions {
   verifyWebhook?: (body: Buffer, headers: FastifyRequest['headers']) => boolean;
   /** Largest request body accepted, bytes. */
   bodyLimit?: number;
+  /** Protocol endpoint plugins (Apple, Windows, Android), each registered in its own scope. */
+  protocols?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
+  /** Apple enrollment: a signed .mobileconfig with a fresh one-time challenge. */
+  appleEnrollment?: (opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>;
 }
 
 declare module 'fastify' {
@@ -37,6 +41,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   await app.register(operationsRoutes, o);
   await app.register(webhookRoutes, o);
   await app.register(adminRoutes, { ...o, prefix: '/api/v1' } as AppOptions & { prefix: string });
+  for (const register of o.protocols ?? []) await app.register(async (scope) => register(scope));
   return app;
 }
 
@@ -183,6 +188,13 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       reported: await o.store.devices.reported(d.id),
       commands: commands.map((c) => ({ uuid: c.uuid, type: c.type, state: c.state, attempts: c.attempts, lastError: c.lastError, createdAt: c.createdAt, finishedAt: c.finishedAt })),
     };
+  });
+  app.post<{ Body: { ttlHours?: number; note?: string } | undefined }>('/enroll/apple', operate, async (req, reply) => {
+    if (!o.appleEnrollment) return reply.code(404).send({ error: 'Apple MDM is not enabled on this server (muster serve --apple-topic …)' });
+    const ttlHours = req.body?.ttlHours ?? 24;
+    if (!(ttlHours > 0 && ttlHours <= 24 * 30)) return reply.code(400).send({ error: 'ttlHours must be between 0 and 720' });
+    const p = await o.appleEnrollment({ ttlMs: ttlHours * 3_600_000, note: `${req.body?.note ?? ''} (by ${req.token!.name})`.trim() });
+    return reply.type(p.contentType).header('content-disposition', 'attachment; filename="muster-enroll.mobileconfig"').send(p.bytes);
   });
   app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {
     const files = req.body?.files;

@@ -28,6 +28,8 @@ export interface SimulatedAppleOptions {
 interface Installed {
   identifier: string;
   uuid: string;
+  /** The profile as installed (what the device would apply). */
+  content: Record<string, unknown>;
 }
 
 const SHA256 = '2.16.840.1.101.3.4.2.1';
@@ -100,7 +102,7 @@ export class SimulatedAppleDevice {
         // A signed profile is attached CMS: its content is the plist.
         const plistBytes = bytes[0] === 0x30 ? readSignedData(bytes, 1 << 20, 'profile').content : bytes;
         const p = decodePlist(plistBytes) as { PayloadIdentifier: string; PayloadUUID: string };
-        this.profiles.set(p.PayloadIdentifier, { identifier: p.PayloadIdentifier, uuid: p.PayloadUUID });
+        this.profiles.set(p.PayloadIdentifier, { identifier: p.PayloadIdentifier, uuid: p.PayloadUUID, content: p as unknown as Record<string, unknown> });
         return { Status: 'Acknowledged' };
       }
       case 'RemoveProfile':

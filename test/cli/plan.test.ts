@@ -45,6 +45,7 @@ describe('--help', () => {
     ['rollout', 'abort'],
     ['devices', 'list'],
     ['devices', 'show'],
+    ['enroll', 'apple'],
   ];
   it.each(commands)('%s %s documents itself with an example', async (...cmd) => {
     const r = await muster([...cmd.filter(Boolean), '--help']);

@@ -1,9 +1,12 @@
 // `muster serve`: the controller in one process — the policy source, the
 // reconciler, the admin API and the protocol endpoints on one port, on the
 // embedded database unless DATABASE_URL says otherwise.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import type { FastifyInstance } from 'fastify';
+import { createAppleMdm } from '../../../protocols/apple/index.js';
+import type { DeviceAuthMode } from '../../../protocols/apple/auth.js';
 import { createDrivers } from '../../drivers.js';
 import { parseDuration } from '../../rollout/duration.js';
 import { Reconciler } from '../../reconcile/reconciler.js';
@@ -38,6 +41,9 @@ interface ServeOpts {
   githubUrl?: string;
   logFormat?: 'json' | 'pretty';
   logLevel: string;
+  appleTopic?: string;
+  caDir?: string;
+  deviceAuth: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -69,6 +75,9 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--simulate-fail <bundle@version...>', 'simulated devices reject these bundles (to watch a rollback)')
     .option('--github-repo <owner/name>', 'report commit statuses to this GitHub repository (needs $GITHUB_TOKEN)')
     .option('--github-url <url>', 'GitHub API URL for GitHub Enterprise (default: $GITHUB_API_URL or https://api.github.com)')
+    .option('--apple-topic <topic>', 'enable Apple MDM with this APNs push topic (com.apple.mgmt.External.…); needs $MUSTER_CA_PASSPHRASE and an https --public-url')
+    .option('--ca-dir <dir>', 'where the SCEP CA key (encrypted) and certificate live (default: .muster/ca)')
+    .option('--device-auth <modes>', 'how Apple devices prove who they are, in order: signature, header, mtls', 'signature')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .addHelpText(
@@ -76,6 +85,9 @@ export function registerServe(program: Command, io: CliIO): void {
       `
 Environment: DATABASE_URL, DATABASE_READ_URL, MUSTER_DATA_DIR; MUSTER_GIT_TOKEN (or
 MUSTER_GIT_TOKEN_FILE) for HTTPS Git, MUSTER_GIT_SSH_KEY_FILE for SSH;
+MUSTER_CA_PASSPHRASE (or _FILE) encrypts the SCEP CA key, MUSTER_SCEP_CHALLENGE
+(or _FILE) adds a shared challenge besides one-time ones; MUSTER_SECRET_<NAME>
+supplies \${secret:NAME} values;
 MUSTER_WEBHOOK_SECRET (or _FILE) enables POST /hooks/git; GITHUB_TOKEN for statuses.
 Secrets are read from the environment or mounted files and never logged.
 
@@ -140,6 +152,34 @@ Examples:
       }
 
       const drivers = createDrivers();
+      const protocols: Array<(app: FastifyInstance) => Promise<void>> = [];
+      let appleEnrollment: ((opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>) | undefined;
+      if (o.appleTopic) {
+        if (simulate > 0) throw new CliError('--simulate stands in for devices on every platform; use it without --apple-topic', EXIT.usage);
+        const passphrase = secretFrom(io.env, 'MUSTER_CA_PASSPHRASE');
+        if (!passphrase) throw new CliError('--apple-topic needs $MUSTER_CA_PASSPHRASE (or _FILE): it encrypts the SCEP CA key at rest', EXIT.usage);
+        const publicUrl = o.publicUrl ?? '';
+        if (!publicUrl.startsWith('https://')) throw new CliError('--apple-topic needs --public-url https://…: Apple devices only enroll over https', EXIT.usage);
+        const modes = o.deviceAuth.split(',').map((x) => x.trim());
+        if (!modes.length || modes.some((x) => !['signature', 'header', 'mtls'].includes(x))) throw new CliError('--device-auth: a comma-separated list of signature, header, mtls', EXIT.usage);
+        const caDir = resolve(io.cwd, o.caDir ?? join('.muster', 'ca'));
+        mkdirSync(caDir, { recursive: true });
+        const staticChallenge = secretFrom(io.env, 'MUSTER_SCEP_CHALLENGE');
+        const apple = await createAppleMdm(store, {
+          caDir,
+          caPassphrase: passphrase,
+          topic: o.appleTopic,
+          publicUrl,
+          deviceAuth: modes as DeviceAuthMode[],
+          ...(staticChallenge ? { staticChallenge } : {}),
+          secret: (name) => io.env[`MUSTER_SECRET_${name.replace(/[.-]/g, '_').toUpperCase()}`],
+          log,
+        });
+        drivers.set('apple', apple.driver);
+        protocols.push((scope) => apple.register(scope));
+        appleEnrollment = (opts) => apple.enrollmentProfile(opts);
+        log.info('Apple MDM enabled', { topic: o.appleTopic, ca: apple.ca.fingerprint, deviceAuth: modes });
+      }
       const reconciler = new Reconciler({ store, drivers, log });
       const controller = new Controller({ store, source, reconciler, log, tickMs, resyncMs, ...(reporter ? { reporter } : {}) });
       const webhookSecret = secretFrom(io.env, 'MUSTER_WEBHOOK_SECRET');
@@ -149,6 +189,8 @@ Examples:
         controller,
         drivers,
         logger: pino,
+        protocols,
+        ...(appleEnrollment ? { appleEnrollment } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
       });
 

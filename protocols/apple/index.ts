@@ -1,0 +1,88 @@
+// Apple MDM as `muster serve` mounts it: the SCEP CA, the check-in and command
+// endpoints, the enrollment profile, and the driver — built from one
+// configuration. Everything Apple-specific stays behind this function.
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import forge from 'node-forge';
+import type { PlatformDriver } from '../../controller/reconcile/driver.js';
+import type { Store } from '../../controller/store/index.js';
+import type { DeviceAuthMode } from './auth.js';
+import { createAppleDriver, recordAppleResult, renderAppleCommand } from './driver.js';
+import { ENROLLMENT_CONTENT_TYPE, enrollmentProfileBytes } from './enroll-profile.js';
+import type { ProfileSigner } from './profiles.js';
+import { signProfile } from './profiles.js';
+import { appleRoutes } from './routes.js';
+import { CertificateAuthority, loadOrCreateCa } from './scep/ca.js';
+import { challengeEquals } from './scep/challenge.js';
+import { scepRoutes } from './scep/routes.js';
+import { createAppleService, type AppleLog } from './service.js';
+
+export interface AppleConfig {
+  /** Folder of the CA key (encrypted) and certificate. */
+  caDir: string;
+  caPassphrase: string;
+  /** The APNs push topic of the push certificate (com.apple.mgmt.External.…). */
+  topic: string;
+  /** The https URL devices reach this server at. */
+  publicUrl: string;
+  deviceAuth: readonly DeviceAuthMode[];
+  /** A shared SCEP challenge accepted besides one-time ones (optional). */
+  staticChallenge?: string;
+  secret(name: string): string | undefined;
+  log: AppleLog & { error(msg: string, fields?: Record<string, unknown>): void };
+}
+
+export const SCEP_PURPOSE = 'apple-scep';
+
+export interface AppleMdm {
+  ca: CertificateAuthority;
+  driver: PlatformDriver;
+  /** Mounts /mdm/apple/scep, /mdm/apple/checkin and /mdm/apple/connect. */
+  register(app: FastifyInstance): Promise<void>;
+  /** A signed enrollment profile with a fresh one-time challenge. */
+  enrollmentProfile(opts?: { ttlMs?: number; note?: string }): Promise<{ bytes: Buffer; contentType: string }>;
+}
+
+export async function createAppleMdm(store: Store, c: AppleConfig): Promise<AppleMdm> {
+  const ca = await loadOrCreateCa({ keyFile: join(c.caDir, 'ca.key'), certFile: join(c.caDir, 'ca.pem'), passphrase: c.caPassphrase });
+  // Profiles are signed by a certificate the CA issues at start-up (kept in memory only).
+  const keys = forge.pki.rsa.generateKeyPair(2048);
+  const signerCert = ca.issue({ publicKey: keys.publicKey, subject: [{ name: 'commonName', value: 'Muster profile signing' }], ekus: ['codeSigning'], validityDays: 30 });
+  const signer: ProfileSigner = { certPem: forge.pki.certificateToPem(signerCert), keyPem: forge.pki.privateKeyToPem(keys.privateKey), chainPems: [ca.certPem] };
+  const sign = (bytes: Buffer) => signProfile(bytes, signer);
+
+  const service = createAppleService({
+    store,
+    log: c.log,
+    renderCommand: (cmd) => renderAppleCommand(cmd, { secret: c.secret, signProfile: sign }),
+    onResult: (cmd, report) => recordAppleResult(store, cmd, report),
+  });
+
+  return {
+    ca,
+    driver: createAppleDriver(),
+    async register(app) {
+      await app.register(scepRoutes, {
+        ca,
+        challenges: {
+          verify: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || store.challenges.verify(x, SCEP_PURPOSE),
+          consume: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || !!(await store.challenges.consume(x, SCEP_PURPOSE)),
+        },
+        onIssued: async (i) => {
+          await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter });
+          await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null } });
+        },
+        renewalAllowed: async (fp) => !(await store.identities.get(fp))?.revokedAt,
+      });
+      await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca }, log: c.log });
+    },
+    async enrollmentProfile(opts = {}) {
+      const challenge = await store.challenges.issue(SCEP_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });
+      const base = c.publicUrl.replace(/\/+$/, '');
+      const bytes = enrollmentProfileBytes({ serverUrl: `${base}/mdm/apple/connect`, checkInUrl: `${base}/mdm/apple/checkin`, topic: c.topic, scep: { url: `${base}/mdm/apple/scep`, challenge }, ca }, signer);
+      await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null } });
+      return { bytes, contentType: ENROLLMENT_CONTENT_TYPE };
+    },
+  };
+}
