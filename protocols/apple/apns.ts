@@ -33,7 +33,7 @@ export interface ApnsOptions {
   connections?: number;
   /** How long APNs keeps a push for an offline device. Default one day; 0 means "now or never". */
   expirationSeconds?: number;
-  /** attempts counts the first try (default 3); delays grow from baseMs (default 200) up to maxMs (default 30 s). */
+  /** attempts counts the first try (default 3); full-jitter delays grow from baseMs (default 200) up to maxMs (default 30 s); a Retry-After longer than maxMs ends the retries. */
   retry?: { attempts?: number; baseMs?: number; maxMs?: number };
   /** Calls for one device within this window share one request. Default 250 ms. */
   coalesceMs?: number;
@@ -198,7 +198,8 @@ class Apns implements ApnsClient {
     if (!d.pushMagic) return { deviceId: d.deviceId, status: 'failed', reason: 'MissingPushMagic' };
     const body = JSON.stringify({ mdm: d.pushMagic });
     // Absolute, and fixed for every attempt: the push's lifetime starts when it was asked for.
-    const expiration = Math.floor(this.#now() / 1000) + this.#expirationSeconds;
+    // 0 is APNs' own "deliver now or never".
+    const expiration = this.#expirationSeconds === 0 ? 0 : Math.floor(this.#now() / 1000) + this.#expirationSeconds;
     for (let attempt = 1; ; attempt++) {
       const a = await this.#attempt(d, body, expiration);
       if (a.kind === 'final' || attempt >= this.#attempts) return a.result;
@@ -306,7 +307,7 @@ class ProviderTokens {
     try {
       key = createPrivateKey(auth.keyPem);
     } catch (e) {
-      throw new Error(`APNs signing key cannot be read: ${(e as Error).message}`);
+      throw new Error(`APNs signing key cannot be read: ${(e as Error).message}`, { cause: e });
     }
     if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('APNs signing key must be an EC P-256 key (the .p8 file)');
     if (!auth.keyId || !auth.teamId) throw new Error('APNs token auth needs keyId and teamId');
@@ -432,6 +433,9 @@ function request(session: ClientHttp2Session, timeoutMs: number, headers: Record
     let text = '';
     const timer = setTimeout(() => {
       stream.close(constants.NGHTTP2_CANCEL);
+      // A connection that stops answering (a NAT that forgot it) looks like
+      // this: no new streams on it; it ends when its open streams have.
+      session.close();
       reject(new Error('Timeout'));
     }, timeoutMs);
     stream.setEncoding('utf8');
@@ -495,7 +499,7 @@ function checkPushCertificate(certPem: string, topic: string, now: number, log: 
   try {
     cert = new X509Certificate(certPem);
   } catch (e) {
-    throw new Error(`APNs push certificate cannot be read: ${(e as Error).message}`);
+    throw new Error(`APNs push certificate cannot be read: ${(e as Error).message}`, { cause: e });
   }
   const uid = /^UID=(.*)$/m.exec(cert.subject)?.[1];
   if (uid !== undefined && uid !== topic) log.warn('APNs topic is not the push certificate\'s UID; every push will fail', { topic, certificateUid: uid });

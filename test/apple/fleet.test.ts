@@ -3,6 +3,7 @@
 // simulated Macs that enroll through SCEP and answer over HTTP with signed
 // plists. A bundle rolls out in stages and lands as a profile on each device.
 import { randomUUID } from 'node:crypto';
+import { bucketOf } from '../../controller/rollout/bucket.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLATFORMS } from '../../controller/policy/types.js';
@@ -63,8 +64,9 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     const service = createAppleService({ store, log, renderCommand: (c) => renderAppleCommand(c, { secret: () => undefined }), onResult: (c, r) => recordAppleResult(store, c, r) });
     await app.register(appleRoutes, { service, auth: { modes: ['signature'], ca }, log });
     const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    // Fixed UDIDs: which of them fall in the 50 % ring is known (sticky buckets), so the test cannot flip.
     for (let i = 0; i < 6; i++) {
-      const d = new SimulatedAppleDevice({ server: url, udid: randomUUID().toUpperCase(), serialNumber: `C02SIM${i}`, topic: TOPIC, challenge: await store.challenges.issue('apple-scep', 600_000) });
+      const d = new SimulatedAppleDevice({ server: url, udid: `00008103-00000000000${i}`, serialNumber: `C02SIM${i}`, topic: TOPIC, challenge: await store.challenges.issue('apple-scep', 600_000) });
       await d.enroll();
       devices.push(d);
     }
@@ -92,8 +94,10 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     await settle();
     await rec.tick();
     const holders = devices.filter((d) => d.profiles.get('dev.muster.bundle.mac-baseline')?.uuid === uuid);
-    expect(holders.length).toBeGreaterThan(0);
-    expect(holders.length).toBeLessThan(devices.length);
+    const ring = devices.filter((d) => bucketOf('mac', d.udid) < 5000);
+    expect(ring.length).toBeGreaterThan(0);
+    expect(ring.length).toBeLessThan(devices.length);
+    expect(holders.map((d) => d.udid)).toEqual(ring.map((d) => d.udid));
     expect(rec.rolloutStatuses()[0]).toMatchObject({ phase: 'Paused', weight: 50 });
     expect(holders.every((d) => d.seen.includes('ProfileList'))).toBe(true);
     await rec.act('mac', 'promote', 'alice');
