@@ -26,8 +26,9 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Protocol endpoint plugins (Apple, Windows, Android), each registered in its own scope. */
   protocols?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
-  /** Apple enrollment: a signed .mobileconfig with a fresh one-time challenge. */
+  /** Apple enrollment: a signed .mobileconfig with a fresh one-time challenge, or a one-time link to one. */
   appleEnrollment?: (opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>;
+  appleEnrollmentLink?: (opts: { ttlMs?: number; note?: string }) => Promise<string>;
 }
 
 declare module 'fastify' {
@@ -193,7 +194,9 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
     if (!o.appleEnrollment) return reply.code(404).send({ error: 'Apple MDM is not enabled on this server (muster serve --apple-topic …)' });
     const ttlHours = req.body?.ttlHours ?? 24;
     if (!(ttlHours > 0 && ttlHours <= 24 * 30)) return reply.code(400).send({ error: 'ttlHours must be between 0 and 720' });
-    const p = await o.appleEnrollment({ ttlMs: ttlHours * 3_600_000, note: `${req.body?.note ?? ''} (by ${req.token!.name})`.trim() });
+    const note = `${req.body?.note ?? ''} (by ${req.token!.name})`.trim();
+    if (req.query && (req.query as { link?: string }).link === '1' && o.appleEnrollmentLink) return { url: await o.appleEnrollmentLink({ ttlMs: ttlHours * 3_600_000, note }) };
+    const p = await o.appleEnrollment({ ttlMs: ttlHours * 3_600_000, note });
     return reply.type(p.contentType).header('content-disposition', 'attachment; filename="muster-enroll.mobileconfig"').send(p.bytes);
   });
   app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {

@@ -42,7 +42,11 @@ export interface AppleMdm {
   register(app: FastifyInstance): Promise<void>;
   /** A signed enrollment profile with a fresh one-time challenge. */
   enrollmentProfile(opts?: { ttlMs?: number; note?: string }): Promise<{ bytes: Buffer; contentType: string }>;
+  /** A one-time link a person opens on the device: GET /mdm/apple/enroll?code=… serves the profile once. */
+  enrollmentLink(opts?: { ttlMs?: number; note?: string }): Promise<string>;
 }
+
+export const LINK_PURPOSE = 'apple-enroll-link';
 
 export async function createAppleMdm(store: Store, c: AppleConfig): Promise<AppleMdm> {
   const ca = await loadOrCreateCa({ keyFile: join(c.caDir, 'ca.key'), certFile: join(c.caDir, 'ca.pem'), passphrase: c.caPassphrase });
@@ -59,7 +63,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
     onResult: (cmd, report) => recordAppleResult(store, cmd, report),
   });
 
-  return {
+  const mdm: AppleMdm = {
     ca,
     driver: createAppleDriver(),
     async register(app) {
@@ -76,6 +80,15 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
         renewalAllowed: async (fp) => !(await store.identities.get(fp))?.revokedAt,
       });
       await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca }, log: c.log });
+      // The link is the credential: it works once, and an unknown or used one reveals nothing.
+      app.get<{ Querystring: { code?: string } }>('/mdm/apple/enroll', async (req, reply) => {
+        const code = typeof req.query.code === 'string' ? req.query.code : '';
+        const link = code ? await store.challenges.consume(code, LINK_PURPOSE) : undefined;
+        if (!link) return reply.code(403).type('text/plain').send('this enrollment link is not valid (it works once, and expires)\n');
+        const note = (link.details as { note?: string } | null)?.note ?? undefined;
+        const p = await mdm.enrollmentProfile({ ...(note ? { note } : {}) });
+        return reply.type(p.contentType).header('content-disposition', 'attachment; filename="muster-enroll.mobileconfig"').send(p.bytes);
+      });
     },
     async enrollmentProfile(opts = {}) {
       const challenge = await store.challenges.issue(SCEP_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });
@@ -84,5 +97,10 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
       await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null } });
       return { bytes, contentType: ENROLLMENT_CONTENT_TYPE };
     },
+    async enrollmentLink(opts = {}) {
+      const code = await store.challenges.issue(LINK_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });
+      return `${c.publicUrl.replace(/\/+$/, '')}/mdm/apple/enroll?code=${code}`;
+    },
   };
+  return mdm;
 }

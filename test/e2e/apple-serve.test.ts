@@ -69,6 +69,16 @@ describe.skipIf(!!skip)('Apple MDM through muster serve', { timeout: 120_000 }, 
       return mac.profiles.has('dev.muster.bundle.mac-baseline');
     }, 60_000, 'the profile on the Mac');
     expect(mac.seen).toContain('InstallProfile');
+    // A one-time link serves the profile once, as application/x-apple-aspen-config, raw DER first.
+    const link = execFileSync(process.execPath, [BIN, 'enroll', 'apple', '--link', '--server', server.url], { env: childEnv({ MUSTER_TOKEN: token }), encoding: 'utf8' }).trim();
+    expect(link).toMatch(/^https:\/\/mdm\.example\.com\/mdm\/apple\/enroll\?code=[0-9a-f]{40}$/);
+    const local = server.url + new URL(link).pathname + new URL(link).search;
+    const got = await fetch(local);
+    expect(got.status).toBe(200);
+    expect(got.headers.get('content-type')).toBe('application/x-apple-aspen-config');
+    expect(Buffer.from(await got.arrayBuffer())[0]).toBe(0x30);
+    expect((await fetch(local)).status).toBe(403);
+    expect((await fetch(server.url + '/mdm/apple/enroll')).status).toBe(403);
     const installed = mac.profiles.get('dev.muster.bundle.mac-baseline')!.content as { PayloadContent: Array<{ PayloadType: string; Password?: string }> };
     expect(installed.PayloadContent.find((p) => p.PayloadType === 'com.apple.wifi.managed')!.Password).toBe('wifi-psk-value');
   });

@@ -154,6 +154,7 @@ Examples:
       const drivers = createDrivers();
       const protocols: Array<(app: FastifyInstance) => Promise<void>> = [];
       let appleEnrollment: ((opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>) | undefined;
+      let appleEnrollmentLink: ((opts: { ttlMs?: number; note?: string }) => Promise<string>) | undefined;
       if (o.appleTopic) {
         if (simulate > 0) throw new CliError('--simulate stands in for devices on every platform; use it without --apple-topic', EXIT.usage);
         const passphrase = secretFrom(io.env, 'MUSTER_CA_PASSPHRASE');
@@ -178,6 +179,7 @@ Examples:
         drivers.set('apple', apple.driver);
         protocols.push((scope) => apple.register(scope));
         appleEnrollment = (opts) => apple.enrollmentProfile(opts);
+        appleEnrollmentLink = (opts) => apple.enrollmentLink(opts);
         log.info('Apple MDM enabled', { topic: o.appleTopic, ca: apple.ca.fingerprint, deviceAuth: modes });
       }
       const reconciler = new Reconciler({ store, drivers, log });
@@ -191,6 +193,7 @@ Examples:
         logger: pino,
         protocols,
         ...(appleEnrollment ? { appleEnrollment } : {}),
+        ...(appleEnrollmentLink ? { appleEnrollmentLink } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
       });
 
