@@ -13,6 +13,8 @@ import { ENROLLMENT_CONTENT_TYPE, enrollmentProfileBytes } from './enroll-profil
 import type { ProfileSigner } from './profiles.js';
 import { signProfile } from './profiles.js';
 import { appleRoutes } from './routes.js';
+import { createApnsClient, type ApnsOptions } from './apns.js';
+import { appleWake } from './wake.js';
 import { CertificateAuthority, loadOrCreateCa } from './scep/ca.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
@@ -30,6 +32,8 @@ export interface AppleConfig {
   /** A shared SCEP challenge accepted besides one-time ones (optional). */
   staticChallenge?: string;
   secret(name: string): string | undefined;
+  /** APNs, to wake devices when work is queued; without it devices get work at their next check-in. */
+  apns?: Omit<ApnsOptions, 'topic' | 'log'>;
   log: AppleLog & { error(msg: string, fields?: Record<string, unknown>): void };
 }
 
@@ -63,9 +67,10 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
     onResult: (cmd, report) => recordAppleResult(store, cmd, report),
   });
 
+  const apns = c.apns ? createApnsClient({ ...c.apns, topic: c.topic, log: c.log }) : undefined;
   const mdm: AppleMdm = {
     ca,
-    driver: createAppleDriver(),
+    driver: createAppleDriver(apns ? { wake: appleWake(store, apns, c.log) } : {}),
     async register(app) {
       await app.register(scepRoutes, {
         ca,

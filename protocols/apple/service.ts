@@ -97,6 +97,7 @@ export function createAppleService(o: AppleServiceOptions) {
               status: 'enrolled',
               state: {
                 ...prev.state,
+                tokenUnregisteredAt: null,
                 topic: msg.topic,
                 token: msg.token.toString('hex'),
                 pushMagic: msg.pushMagic,

@@ -44,6 +44,12 @@ interface ServeOpts {
   appleTopic?: string;
   caDir?: string;
   deviceAuth: string;
+  apnsCert?: string;
+  apnsKey?: string;
+  apnsP8?: string;
+  apnsKeyId?: string;
+  apnsTeamId?: string;
+  apnsUrl?: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -77,6 +83,12 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--github-url <url>', 'GitHub API URL for GitHub Enterprise (default: $GITHUB_API_URL or https://api.github.com)')
     .option('--apple-topic <topic>', 'enable Apple MDM with this APNs push topic (com.apple.mgmt.External.…); needs $MUSTER_CA_PASSPHRASE and an https --public-url')
     .option('--ca-dir <dir>', 'where the SCEP CA key (encrypted) and certificate live (default: .muster/ca)')
+    .option('--apns-cert <file>', 'APNs: the MDM push certificate (PEM), with --apns-key')
+    .option('--apns-key <file>', 'APNs: the push certificate\'s private key (PEM)')
+    .option('--apns-p8 <file>', 'APNs token auth: the .p8 key, with --apns-key-id and --apns-team-id')
+    .option('--apns-key-id <id>', 'APNs token auth: the key id')
+    .option('--apns-team-id <id>', 'APNs token auth: the team id')
+    .option('--apns-url <url>', 'APNs server (default: production; https://api.sandbox.push.apple.com for development)')
     .option('--device-auth <modes>', 'how Apple devices prove who they are, in order: signature, header, mtls', 'signature')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
@@ -166,7 +178,23 @@ Examples:
         const caDir = resolve(io.cwd, o.caDir ?? join('.muster', 'ca'));
         mkdirSync(caDir, { recursive: true });
         const staticChallenge = secretFrom(io.env, 'MUSTER_SCEP_CHALLENGE');
+        let apns: NonNullable<Parameters<typeof createAppleMdm>[1]['apns']> | undefined;
+        const read = (f: string, flag: string) => {
+          try {
+            return readFileSync(resolve(io.cwd, f), 'utf8');
+          } catch (e) {
+            throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
+          }
+        };
+        if (o.apnsCert || o.apnsKey) {
+          if (!o.apnsCert || !o.apnsKey) throw new CliError('--apns-cert and --apns-key go together', EXIT.usage);
+          apns = { auth: { kind: 'certificate', certPem: read(o.apnsCert, 'apns-cert'), keyPem: read(o.apnsKey, 'apns-key') }, ...(o.apnsUrl ? { url: o.apnsUrl } : {}) };
+        } else if (o.apnsP8) {
+          if (!o.apnsKeyId || !o.apnsTeamId) throw new CliError('--apns-p8 needs --apns-key-id and --apns-team-id', EXIT.usage);
+          apns = { auth: { kind: 'token', keyPem: read(o.apnsP8, 'apns-p8'), keyId: o.apnsKeyId, teamId: o.apnsTeamId }, ...(o.apnsUrl ? { url: o.apnsUrl } : {}) };
+        } else log.warn('Apple MDM without APNs (--apns-cert/--apns-key or --apns-p8): devices get their work only when they check in on their own');
         const apple = await createAppleMdm(store, {
+          ...(apns ? { apns } : {}),
           caDir,
           caPassphrase: passphrase,
           topic: o.appleTopic,
