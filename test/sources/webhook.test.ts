@@ -17,6 +17,8 @@ describe('GitHub webhook signature', () => {
     ['the sha1 header format', 'sha1=' + createHmac('sha1', 's3cret').update(body).digest('hex')],
     ['a truncated digest', sign('s3cret', body).slice(0, -2)],
     ['odd-length hex', sign('s3cret', body).slice(0, -1)],
+    ['a digest with extra bytes', sign('s3cret', body) + '00'],
+    ['an empty digest', 'sha256='],
     ['garbage', 'sha256=zz'],
   ])('refuses %s', (_what, header) => expect(verifyGithubSignature('s3cret', body, header)).toBe(false));
   it('refuses everything when no secret is configured', () => expect(verifyGithubSignature('', body, sign('', body))).toBe(false));
@@ -24,5 +26,8 @@ describe('GitHub webhook signature', () => {
     expect(parseGithubPush(body)).toEqual({ ref: 'refs/heads/main', after: 'abc123' });
     expect(parseGithubPush('{"zen":"hi"}')).toBeUndefined();
     expect(parseGithubPush('not json')).toBeUndefined();
+    expect(parseGithubPush('null')).toBeUndefined();
+    expect(parseGithubPush({ ref: 'refs/heads/dev', after: 'def456', commits: [] })).toEqual({ ref: 'refs/heads/dev', after: 'def456' });
+    expect(parseGithubPush({ ref: 1, after: 'x' })).toBeUndefined();
   });
 });
