@@ -61,9 +61,16 @@ export interface Plan {
 }
 
 export function computePlan(p: PlanInput): Plan {
+  // Hash → bundle of the new tree, built once: plans look bundles up per rollout and per compiled device set.
+  const byHash = new Map<string, Omit<ResolvedBundle, 'rollout'>>();
+  for (const [name, l] of p.next.bundles) {
+    const hash = p.next.hashes.get(name)!;
+    byHash.set(hash, { name, version: l.resource.spec.version, hash, spec: l.resource.spec });
+  }
   const ref = (hash: string | null): BundleRef | null => {
     if (!hash) return null;
-    for (const [name, l] of p.next.bundles) if (p.next.hashes.get(name) === hash) return { name, version: l.resource.spec.version, hash };
+    const mine = byHash.get(hash);
+    if (mine) return { name: mine.name, version: mine.version, hash };
     const b = p.storedBundle(hash);
     return b ? { name: b.name, version: b.version, hash } : { name: '?', version: '?', hash };
   };
@@ -133,10 +140,7 @@ export function computePlan(p: PlanInput): Plan {
   // What each platform receives: the driver's own diff between the device's native state before and after.
   const devices = new Map(p.devices.map((d) => [d.id, d]));
   const compiled = new Map<string, ReturnType<PlatformDriver['compile']>>();
-  const bundleOf = (hash: string): Omit<ResolvedBundle, 'rollout'> | undefined => {
-    for (const [name, l] of p.next.bundles) if (p.next.hashes.get(name) === hash) return { name, version: l.resource.spec.version, hash, spec: l.resource.spec };
-    return p.storedBundle(hash);
-  };
+  const bundleOf = (hash: string): Omit<ResolvedBundle, 'rollout'> | undefined => byHash.get(hash) ?? p.storedBundle(hash);
   const native = (d: FleetDevice, driver: PlatformDriver, set: ReadonlyMap<string, string>) => {
     const entries = [...set].sort(([a], [b]) => a.localeCompare(b));
     const key = `${d.platform}|${d.osVersion ?? ''}|${d.model ?? ''}|${entries.map(([r, h]) => `${r}=${h}`).join(',')}`;
