@@ -3,14 +3,14 @@
 // header (RFC 9440 `Client-Cert: :<base64 DER>:`, or a URL-escaped PEM as
 // nginx's $ssl_client_escaped_cert), or the Mdm-Signature header — a
 // detached CMS SignedData over the body. node-forge cannot verify CMS, so the
-// signer is checked here on forge's bounded ASN.1 parser (scep/asn1.ts), which
+// signer is checked here on forge's bounded ASN.1 parser (protocols/pki/asn1.ts), which
 // also accepts the BER indefinite lengths real devices send. Real devices
 // sign with SHA-1 and no signed attributes: the RSA signature is then over
 // the body's digest directly.
 import { X509Certificate, createHash, verify } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { toBuffer, toDer } from './scep/asn1.js';
-import type { CertificateAuthority } from './scep/ca.js';
+import { toBuffer, toDer } from '../pki/asn1.js';
+import type { CertificateAuthority } from '../pki/ca.js';
 import { DIGEST_OIDS, identifies, readSignedData, verifySigner } from './scep/cms.js';
 
 export type DeviceAuthMode = 'mtls' | 'header' | 'signature';

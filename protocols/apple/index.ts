@@ -15,7 +15,7 @@ import { signProfile } from './profiles.js';
 import { appleRoutes } from './routes.js';
 import { createApnsClient, type ApnsOptions } from './apns.js';
 import { appleWake } from './wake.js';
-import { CertificateAuthority, loadOrCreateCa } from './scep/ca.js';
+import { CertificateAuthority, loadOrCreateCa } from '../pki/ca.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
 import { createAppleService, type AppleLog } from './service.js';

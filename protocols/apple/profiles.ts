@@ -32,7 +32,7 @@ import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import forge from 'node-forge';
 import { diffItems, type DriverDevice, type NativeItem, type NativeState, type ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { SECRET_REF_PATTERN, type ApplePayload, type CertificateSettings, type PolicyBundleSpec, type VpnSettings, type WifiNetwork } from '../../controller/policy/types.js';
-import { certParts, children, parseDer, toBuffer, toDer, type Asn1 } from './scep/asn1.js';
+import { certParts, children, parseDer, toBuffer, toDer, type Asn1 } from '../pki/asn1.js';
 
 export const PROFILE_ID_PREFIX = 'dev.muster.bundle.';
 

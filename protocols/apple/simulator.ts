@@ -5,7 +5,7 @@
 // answer NotNow or Error at configurable rates. A push (the APNs seam) makes
 // a device connect.
 import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
-import { algorithm, ctx, int, oid, octets, parseDer, seq, set, toBin, toBuffer, toDer } from './scep/asn1.js';
+import { algorithm, ctx, int, oid, octets, parseDer, seq, set, toBin, toBuffer, toDer } from '../pki/asn1.js';
 import { OID, readSignedData } from './scep/cms.js';
 import { buildCsr, buildPkiRequest, readCertRep, selfSignedCert } from './scep/client.js';
 import { decodePlist, encodePlist } from './plist.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeviceAuthError, authenticateDevice, fromHeader } from '../../protocols/apple/auth.js';
-import { CertificateAuthority, generateCa } from '../../protocols/apple/scep/ca.js';
+import { CertificateAuthority, generateCa } from '../../protocols/pki/ca.js';
 import { missingTool } from '../support/tools.js';
 
 const skip = missingTool('openssl', 'openssl');

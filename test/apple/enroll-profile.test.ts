@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ENROLLMENT_CONTENT_TYPE, EnrollmentProfileError, buildEnrollmentProfile, enrollmentProfileBytes, type EnrollmentProfileOptions } from '../../protocols/apple/enroll-profile.js';
 import { decodePlist, encodePlist, isPlistDict, type PlistDict } from '../../protocols/apple/plist.js';
 import { signProfile, type ProfileSigner } from '../../protocols/apple/profiles.js';
-import { parseDer } from '../../protocols/apple/scep/asn1.js';
+import { parseDer } from '../../protocols/pki/asn1.js';
 import { generateCa } from '../../protocols/apple/scep/index.js';
 import { missingTool } from '../support/tools.js';
 

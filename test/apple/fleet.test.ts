@@ -12,7 +12,7 @@ import type { Store } from '../../controller/store/index.js';
 import { createAppleDriver, recordAppleResult, renderAppleCommand } from '../../protocols/apple/driver.js';
 import { profileUuid } from '../../protocols/apple/profiles.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
-import { generateCa } from '../../protocols/apple/scep/ca.js';
+import { generateCa } from '../../protocols/pki/ca.js';
 import { scepRoutes } from '../../protocols/apple/scep/routes.js';
 import { createAppleService } from '../../protocols/apple/service.js';
 import { SimulatedAppleDevice } from '../../protocols/apple/simulator.js';

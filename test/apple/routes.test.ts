@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../controller/store/index.js';
 import { decodePlist, encodePlist } from '../../protocols/apple/plist.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
-import { CertificateAuthority, generateCa } from '../../protocols/apple/scep/ca.js';
+import { CertificateAuthority, generateCa } from '../../protocols/pki/ca.js';
 import { createAppleService } from '../../protocols/apple/service.js';
 import { testDatabase, type TestDatabase } from '../support/db.js';
 import { missingTool } from '../support/tools.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import forge from 'node-forge';
-import { octets, parseDer, printable, toBuffer, toDer } from '../../protocols/apple/scep/asn1.js';
+import { octets, parseDer, printable, toBuffer, toDer } from '../../protocols/pki/asn1.js';
 import { attribute, buildSignedData, CIPHERS, readSignedData } from '../../protocols/apple/scep/cms.js';
 import {
   buildCsr,

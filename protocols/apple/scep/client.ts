@@ -4,7 +4,7 @@
 // uses, so the real-client tests are what keep both honest.
 import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
-import { parseDer, printable, octets, toBin, toBuffer, toDer, type Asn1 } from './asn1.js';
+import { parseDer, printable, octets, toBin, toBuffer, toDer, type Asn1 } from '../../pki/asn1.js';
 import { attribute, CIPHERS, identifies, openEnvelopedData, readSignedData, verifySigner, buildEnvelopedData, buildSignedData, type DigestName } from './cms.js';
 import { MessageType, PkiStatus, scepAttributes, SCEP_OID } from './message.js';
 

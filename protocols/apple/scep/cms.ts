@@ -21,7 +21,7 @@ import {
   parseDer,
   primitive,
   readOid,
-  ScepFormatError,
+  Asn1FormatError,
   seq,
   set,
   toBin,
@@ -30,7 +30,7 @@ import {
   Class,
   Type,
   type Asn1,
-} from './asn1.js';
+} from '../../pki/asn1.js';
 
 export const OID = {
   data: '1.2.840.113549.1.7.1',
@@ -103,7 +103,7 @@ export function readAttributes(attrs: Asn1[], what: string): Map<string, Asn1> {
     const [type, values] = children(a, `${what} attribute`);
     const id = readOid(type, `${what} attribute type`);
     const vs = children(values, `${what} ${id} values`, Type.SET);
-    if (out.has(id) || vs.length !== 1) throw new ScepFormatError(`${what}: attribute ${id} must appear once with one value`);
+    if (out.has(id) || vs.length !== 1) throw new Asn1FormatError(`${what}: attribute ${id} must appear once with one value`);
     out.set(id, vs[0]!);
   }
   return out;
@@ -137,7 +137,7 @@ function contentInfo(node: Asn1, what: string): { type: string; content: Asn1 | 
 
 export function readSignedData(der: Buffer, maxBytes: number, what = 'pkiMessage'): SignedData {
   const ci = contentInfo(parseDer(der, what, maxBytes), what);
-  if (ci.type !== OID.signedData) throw new ScepFormatError(`${what}: content type ${ci.type} is not signedData`);
+  if (ci.type !== OID.signedData) throw new Asn1FormatError(`${what}: content type ${ci.type} is not signedData`);
   const fields = children(ci.content, `${what} SignedData`);
   let i = 2; // version, digestAlgorithms
   const [eType, eContent] = children(fields[i++], `${what} encapContentInfo`);
@@ -155,7 +155,7 @@ export function readSignedData(der: Buffer, maxBytes: number, what = 'pkiMessage
 function readSignerInfo(node: Asn1, what: string): SignerInfo {
   const f = children(node, `${what} SignerInfo`);
   const sid = f[1];
-  if (!sid) throw new ScepFormatError(`${what}: SignerInfo without a signer identifier`);
+  if (!sid) throw new Asn1FormatError(`${what}: SignerInfo without a signer identifier`);
   const digestOid = algorithmOid(f[2], `${what} digestAlgorithm`);
   let i = 3;
   let signedAttrs: Asn1[] | undefined;

@@ -1,6 +1,6 @@
 // The SCEP certificate authority: what the rest of Muster imports.
-export { CaError, CertificateAuthority, formatName, generateCa, loadOrCreateCa, sha256Fingerprint } from './ca.js';
-export type { CaFileOptions, CaPemOptions, CaSubject, Eku, IssueRequest } from './ca.js';
+export { CaError, CertificateAuthority, formatName, generateCa, loadOrCreateCa, sha256Fingerprint } from '../../pki/ca.js';
+export type { CaFileOptions, CaPemOptions, CaSubject, Eku, IssueRequest } from '../../pki/ca.js';
 export { challengeEquals, OneTimeChallenges, StaticChallenge } from './challenge.js';
 export type { ChallengeStore, OneTimeOptions } from './challenge.js';
 export { CA_CAPS, createScepHandler, DEFAULT_MAX_BODY_BYTES, silentScepLogger } from './server.js';

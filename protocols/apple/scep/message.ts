@@ -2,7 +2,7 @@
 // messageType, transactionID and the nonces, reading a request and writing a
 // CertRep.
 import { randomBytes } from 'node:crypto';
-import { octets, prim, primitive, printable, readString, ScepFormatError, toBin, toBuffer, Type, type Asn1 } from './asn1.js';
+import { octets, prim, primitive, printable, readString, Asn1FormatError, toBin, toBuffer, Type, type Asn1 } from '../../pki/asn1.js';
 import { attribute, buildSignedData, FailInfo, readAttributes, readSignedData, type SignedData, type SignerInfo } from './cms.js';
 
 export const SCEP_OID = {
@@ -38,17 +38,17 @@ export interface PkiRequest {
 
 /** The SCEP attributes of a signer, decoded; a missing one is malformed. */
 export function scepAttributes(signer: SignerInfo, what: string) {
-  if (!signer.signedAttrs) throw new ScepFormatError(`${what}: no signed attributes`);
+  if (!signer.signedAttrs) throw new Asn1FormatError(`${what}: no signed attributes`);
   const attrs = readAttributes(signer.signedAttrs, `${what} signedAttrs`);
   const need = (oid: string, name: string): Asn1 => {
     const v = attrs.get(oid);
-    if (!v) throw new ScepFormatError(`${what}: no ${name} attribute`);
+    if (!v) throw new Asn1FormatError(`${what}: no ${name} attribute`);
     return v;
   };
   const text = (oid: string, name: string): string | undefined => (attrs.has(oid) ? readString(attrs.get(oid), name) : undefined);
   const nonce = (oid: string, name: string): Buffer | undefined => (attrs.has(oid) ? toBuffer(primitive(attrs.get(oid), name, Type.OCTETSTRING)) : undefined);
   const messageTypeText = readString(need(SCEP_OID.messageType, 'messageType'), 'messageType');
-  if (!/^\d{1,3}$/.test(messageTypeText)) throw new ScepFormatError(`${what}: messageType "${messageTypeText.slice(0, 8)}" is not a number`);
+  if (!/^\d{1,3}$/.test(messageTypeText)) throw new Asn1FormatError(`${what}: messageType "${messageTypeText.slice(0, 8)}" is not a number`);
   const transactionIdNode = need(SCEP_OID.transactionID, 'transactionID');
   const failInfo = text(SCEP_OID.failInfo, 'failInfo');
   const pkiStatus = text(SCEP_OID.pkiStatus, 'pkiStatus');
@@ -66,11 +66,11 @@ export function scepAttributes(signer: SignerInfo, what: string) {
 /** Parses a request pkiMessage far enough to answer it: one signer, messageType, transactionID, senderNonce. */
 export function readPkiRequest(der: Buffer, maxBytes: number): PkiRequest {
   const signed = readSignedData(der, maxBytes);
-  if (signed.signers.length !== 1) throw new ScepFormatError(`pkiMessage: ${signed.signers.length} signers, expected one`);
+  if (signed.signers.length !== 1) throw new Asn1FormatError(`pkiMessage: ${signed.signers.length} signers, expected one`);
   const signer = signed.signers[0]!;
   const a = scepAttributes(signer, 'pkiMessage');
-  if (!a.senderNonce || a.senderNonce.length === 0 || a.senderNonce.length > 64) throw new ScepFormatError('pkiMessage: senderNonce missing or not 1–64 bytes');
-  if (a.transactionId.length === 0 || a.transactionId.length > 256) throw new ScepFormatError('pkiMessage: transactionID empty or longer than 256 characters');
+  if (!a.senderNonce || a.senderNonce.length === 0 || a.senderNonce.length > 64) throw new Asn1FormatError('pkiMessage: senderNonce missing or not 1–64 bytes');
+  if (a.transactionId.length === 0 || a.transactionId.length > 256) throw new Asn1FormatError('pkiMessage: transactionID empty or longer than 256 characters');
   return { signed, signer, messageType: a.messageType, transactionId: a.transactionId, transactionIdNode: a.transactionIdNode, senderNonce: a.senderNonce };
 }
 

@@ -3,8 +3,8 @@
 // routes.ts mounts it on fastify.
 import { X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
-import { children, Class, parseDer, readOid, readString, ScepFormatError, toBuffer, toDer, type Asn1 } from './asn1.js';
-import { CertificateAuthority, formatName, sha256Fingerprint } from './ca.js';
+import { children, Class, parseDer, readOid, readString, Asn1FormatError, toBuffer, toDer, type Asn1 } from '../../pki/asn1.js';
+import { CertificateAuthority, formatName, sha256Fingerprint } from '../../pki/ca.js';
 import type { ChallengeStore } from './challenge.js';
 import { buildCertsOnly, buildEnvelopedData, CIPHERS, DES_CBC, FailInfo, identifies, OID, openEnvelopedData, ScepFailure, verifySigner } from './cms.js';
 import { buildCertRep, MessageType, readPkiRequest, type PkiRequest } from './message.js';
@@ -142,7 +142,7 @@ export function createScepHandler(o: ScepOptions): (req: ScepRequest) => Promise
       reply = buildCertRep({ request: req, caCert, sign, envelope: await enroll(req) });
     } catch (e) {
       // Past the outer message, bad structure is a failed message check, answered in SCEP.
-      const failure = e instanceof ScepFailure ? e : e instanceof ScepFormatError ? new ScepFailure(FailInfo.badMessageCheck, e.message) : undefined;
+      const failure = e instanceof ScepFailure ? e : e instanceof Asn1FormatError ? new ScepFailure(FailInfo.badMessageCheck, e.message) : undefined;
       if (!failure) throw e;
       log.warn('SCEP request refused', { transactionId: req.transactionId, messageType: req.messageType, failInfo: FailInfo[failure.failInfo], reason: failure.message });
       reply = buildCertRep({ request: req, caCert, sign, failInfo: failure.failInfo });
@@ -151,11 +151,11 @@ export function createScepHandler(o: ScepOptions): (req: ScepRequest) => Promise
   }
 
   function messageFromQuery(message: string | undefined): Buffer {
-    if (!message) throw new ScepFormatError('PKIOperation by GET needs a message parameter');
+    if (!message) throw new Asn1FormatError('PKIOperation by GET needs a message parameter');
     // A "+" sent unescaped arrives as a space; some clients wrap lines.
     const b64 = message.replace(/ /g, '+').replace(/[\r\n]/g, '');
-    if (b64.length > Math.ceil(maxBytes / 3) * 4 + 4) throw new ScepFormatError(`message: more than ${maxBytes} bytes`);
-    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw new ScepFormatError('message: not base64');
+    if (b64.length > Math.ceil(maxBytes / 3) * 4 + 4) throw new Asn1FormatError(`message: more than ${maxBytes} bytes`);
+    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw new Asn1FormatError('message: not base64');
     return Buffer.from(b64, 'base64');
   }
 
@@ -168,8 +168,8 @@ export function createScepHandler(o: ScepOptions): (req: ScepRequest) => Promise
           return { status: 200, contentType: 'application/x-x509-ca-cert', body: o.ca.certDer };
         case 'PKIOperation':
           if (req.method === 'POST') {
-            if (!req.body || req.body.length === 0) throw new ScepFormatError('PKIOperation by POST needs a body');
-            if (req.body.length > maxBytes) throw new ScepFormatError(`message: ${req.body.length} bytes, more than ${maxBytes}`);
+            if (!req.body || req.body.length === 0) throw new Asn1FormatError('PKIOperation by POST needs a body');
+            if (req.body.length > maxBytes) throw new Asn1FormatError(`message: ${req.body.length} bytes, more than ${maxBytes}`);
             return await pkiOperation(req.body);
           }
           return await pkiOperation(messageFromQuery(req.message));
@@ -179,7 +179,7 @@ export function createScepHandler(o: ScepOptions): (req: ScepRequest) => Promise
           return text(400, `unknown operation ${printableOperation(req.operation)}`);
       }
     } catch (e) {
-      if (e instanceof ScepFormatError) {
+      if (e instanceof Asn1FormatError) {
         log.warn('SCEP request malformed', { operation: req.operation, reason: e.message });
         return text(400, `malformed SCEP request: ${e.message}`);
       }

@@ -1,6 +1,6 @@
 // A thin layer over node-forge's ASN.1: a bounded parser (size and depth are
 // checked before anything else looks at device input), terse builders, and
-// readers that throw one plain ScepFormatError instead of returning undefined.
+// readers that throw one plain Asn1FormatError instead of returning undefined.
 // forge works on "binary strings" (one char per byte); Buffers are converted
 // at this edge so the rest of the module can use either.
 import forge from 'node-forge';
@@ -10,9 +10,9 @@ export type Asn1 = forge.asn1.Asn1;
 export const Class = asn1.Class;
 export const Type = asn1.Type;
 
-/** Device input that is not the ASN.1 we expect: answered with HTTP 400. */
-export class ScepFormatError extends Error {
-  override name = 'ScepFormatError';
+/** Device input that is not the ASN.1 we expect: the protocol answers it with its "bad request". */
+export class Asn1FormatError extends Error {
+  override name = 'Asn1FormatError';
 }
 
 /** Deepest nesting a SCEP message needs is ~20 (ContentInfo → … → certificate extension); 40 leaves room. */
@@ -25,14 +25,14 @@ export const MAX_DEPTH = 40;
  */
 export function parseDer(bytes: Buffer | string, what: string, maxBytes = Infinity): Asn1 {
   const len = typeof bytes === 'string' ? bytes.length : bytes.length;
-  if (len === 0) throw new ScepFormatError(`${what}: empty`);
-  if (len > maxBytes) throw new ScepFormatError(`${what}: ${len} bytes, more than ${maxBytes}`);
+  if (len === 0) throw new Asn1FormatError(`${what}: empty`);
+  if (len > maxBytes) throw new Asn1FormatError(`${what}: ${len} bytes, more than ${maxBytes}`);
   const bin = typeof bytes === 'string' ? bytes : bytes.toString('binary');
   const fromDer = asn1.fromDer as unknown as (b: string, o: { strict: boolean; parseAllBytes: boolean; decodeBitStrings: boolean; maxDepth: number }) => Asn1;
   try {
     return fromDer(bin, { strict: true, parseAllBytes: true, decodeBitStrings: true, maxDepth: MAX_DEPTH });
   } catch (e) {
-    throw new ScepFormatError(`${what}: not valid ASN.1 (${(e as Error).message.split('\n')[0]})`);
+    throw new Asn1FormatError(`${what}: not valid ASN.1 (${(e as Error).message.split('\n')[0]})`);
   }
 }
 
@@ -77,7 +77,7 @@ function describe(n: Asn1 | undefined): string {
 /** The node's children, asserting it is a constructed element of the given tag. */
 export function children(n: Asn1 | undefined, what: string, type: number = Type.SEQUENCE, tagClass: number = Class.UNIVERSAL): Asn1[] {
   if (!n || n.tagClass !== tagClass || n.type !== type || !n.constructed || !Array.isArray(n.value)) {
-    throw new ScepFormatError(`${what}: expected ${tagClass === Class.UNIVERSAL ? `universal tag ${type}` : `[${type}]`}, found ${describe(n)}`);
+    throw new Asn1FormatError(`${what}: expected ${tagClass === Class.UNIVERSAL ? `universal tag ${type}` : `[${type}]`}, found ${describe(n)}`);
   }
   return n.value;
 }
@@ -85,7 +85,7 @@ export function children(n: Asn1 | undefined, what: string, type: number = Type.
 /** A primitive element's content octets. */
 export function primitive(n: Asn1 | undefined, what: string, type: number, tagClass: number = Class.UNIVERSAL): string {
   if (!n || n.tagClass !== tagClass || n.type !== type || n.constructed || typeof n.value !== 'string') {
-    throw new ScepFormatError(`${what}: expected primitive ${tagClass === Class.UNIVERSAL ? `universal tag ${type}` : `[${type}]`}, found ${describe(n)}`);
+    throw new Asn1FormatError(`${what}: expected primitive ${tagClass === Class.UNIVERSAL ? `universal tag ${type}` : `[${type}]`}, found ${describe(n)}`);
   }
   return n.value;
 }
@@ -109,14 +109,14 @@ export const algorithmOid = (n: Asn1 | undefined, what: string): string => readO
 /** A character string as text: UTF8String and BMPString decoded, the 8-bit string types as Latin-1. */
 export function readString(n: Asn1 | undefined, what: string): string {
   if (!n || n.tagClass !== Class.UNIVERSAL || n.constructed || typeof n.value !== 'string') {
-    throw new ScepFormatError(`${what}: expected a character string, found ${describe(n)}`);
+    throw new Asn1FormatError(`${what}: expected a character string, found ${describe(n)}`);
   }
   const raw = toBuffer(n.value);
   switch (n.type as number) {
     case Type.UTF8:
       return raw.toString('utf8');
     case Type.BMPSTRING:
-      if (raw.length % 2) throw new ScepFormatError(`${what}: BMPString of odd length`);
+      if (raw.length % 2) throw new Asn1FormatError(`${what}: BMPString of odd length`);
       return raw.swap16().toString('utf16le');
     case Type.PRINTABLESTRING:
     case Type.IA5STRING:
@@ -124,7 +124,7 @@ export function readString(n: Asn1 | undefined, what: string): string {
     case 26: // VisibleString
       return raw.toString('latin1');
     default:
-      throw new ScepFormatError(`${what}: expected a character string, found ${describe(n)}`);
+      throw new Asn1FormatError(`${what}: expected a character string, found ${describe(n)}`);
   }
 }
 

@@ -1,4 +1,4 @@
-// The certificate authority behind SCEP (Apple now, Windows enrollment later):
+// The certificate authority Muster's protocols share (Apple SCEP, Windows WSTEP):
 // one RSA key and self-signed certificate, created on first start or loaded,
 // the key encrypted at rest. Certificates are built with node-forge and signed
 // with node's crypto; the private key never leaves this module except
