@@ -76,6 +76,39 @@ export interface DeliverContext {
   nonce(deviceId: string): string;
 }
 
+/**
+ * Something a person asks of one device, outside policy: lock it, erase it,
+ * restart it, reset its passcode, or refresh what it reports. Each platform
+ * supports the ones its protocol has (PlatformDriver.adminActions).
+ */
+export type AdminAction =
+  | { kind: 'lock'; message?: string; phoneNumber?: string; /** macOS needs a six-digit PIN to unlock; made up when absent. */ pin?: string }
+  | { kind: 'wipe'; pin?: string; preserveDataPlan?: boolean }
+  | { kind: 'restart' }
+  | { kind: 'reset-passcode'; newPasscode?: string }
+  | { kind: 'refresh' };
+export type AdminActionKind = AdminAction['kind'];
+export const ADMIN_ACTIONS: readonly AdminActionKind[] = ['lock', 'wipe', 'restart', 'reset-passcode', 'refresh'];
+
+export interface AdminActionContext {
+  store: Store;
+  /** Enqueue through it: the action and its audit entry commit together. */
+  tx: Queryable;
+  /** Who asked (a token name), for command ids and audit. */
+  actor: string;
+  /** A fresh id per request, so asking twice locks twice. */
+  requestId: string;
+}
+
+export interface AdminActionResult {
+  /** Queued command UUIDs. */
+  commands: string[];
+  /** Anything the person must keep (the PIN that unlocks a Mac). Not written to the audit log. */
+  secrets?: Record<string, string>;
+  /** What to record in the audit log besides the action. */
+  details?: Record<string, unknown>;
+}
+
 export interface PlatformDriver {
   readonly platform: Platform;
   /** Pure: the native items a device should hold for these bundles. */
@@ -92,6 +125,10 @@ export interface PlatformDriver {
   deliver(ctx: DeliverContext, work: ReadonlyArray<{ device: DriverDevice; actions: readonly Action[] }>): Promise<void>;
   /** Optional: ask devices with queued work to connect now (APNs push, MQTT …). Called after commit. */
   wake?(deviceIds: readonly string[]): Promise<void>;
+  /** The admin actions this platform can carry out. */
+  readonly adminActions?: readonly AdminActionKind[];
+  /** Queue an admin action for one device through ctx.tx (only kinds listed in adminActions are passed). */
+  adminAction?(ctx: AdminActionContext, device: DriverDevice, action: AdminAction): Promise<AdminActionResult>;
 }
 
 /** The diff every item-based driver can use: install what is missing or different, remove what is no longer wanted. */

@@ -1,6 +1,8 @@
 // `muster serve`'s HTTP side: one fastify instance, each feature a plugin that
 // receives what it needs. Protocol plugins (Apple, Windows, Android) mount
 // here as they land.
+import { AdminActionError, parseAdminAction, runAdminAction, type AdminActionRequest } from '../actions/admin.js';
+import { deviceCompliance } from '../compliance/device.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, Gauge, collectDefaultMetrics } from 'prom-client';
 import { validatePolicyFiles } from '../policy/validate.js';
@@ -186,9 +188,20 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       device: d,
       sync: worstSync(assignments.map((a) => a.sync)),
       assignments: assignments.map((a) => ({ rollout: a.rollout, revision: a.revision, bundleHash: a.bundleHash, bucket: a.bucket, sync: a.sync, detail: a.syncDetail, assignedAt: a.assignedAt })),
+      compliance: await deviceCompliance(o.store, d.id),
       reported: await o.store.devices.reported(d.id),
       commands: commands.map((c) => ({ uuid: c.uuid, type: c.type, state: c.state, attempts: c.attempts, lastError: c.lastError, createdAt: c.createdAt, finishedAt: c.finishedAt })),
     };
+  });
+  app.post<{ Params: { id: string; action: string }; Body: AdminActionRequest | undefined }>('/devices/:id/actions/:action', operate, async (req, reply) => {
+    try {
+      const action = parseAdminAction(req.params.action, req.params.id, req.body ?? {});
+      const r = await runAdminAction(o.store, o.drivers, req.params.id, action, `token:${req.token!.name}`);
+      return reply.code(202).send(r);
+    } catch (e) {
+      if (e instanceof AdminActionError) return reply.code(e.status).send({ error: e.message });
+      throw e;
+    }
   });
   app.post<{ Body: { ttlHours?: number; note?: string } | undefined }>('/enroll/apple', operate, async (req, reply) => {
     if (!o.appleEnrollment) return reply.code(404).send({ error: 'Apple MDM is not enabled on this server (muster serve --apple-topic …)' });

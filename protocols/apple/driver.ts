@@ -3,11 +3,14 @@
 // InstallProfile / RemoveProfile commands with a ProfileList after them so the
 // result is read back. Secrets are resolved only when a command is about to
 // be sent (renderAppleCommand), so plans, hashes and the queue never hold them.
-import { diffItems, type Action, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
+import { randomInt } from 'node:crypto';
+import { POSTURE } from '../../controller/compliance/evaluate.js';
+import { diffItems, type Action, type AdminAction, type AdminActionContext, type AdminActionResult, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, NewCommand, Store } from '../../controller/store/index.js';
 import { encodePlist } from './plist.js';
-import { compileAppleProfiles, resolveProfileSecrets } from './profiles.js';
+import { applicationsOf, inventoryCommands, postureOf } from './inventory.js';
+import { appleFamily, compileAppleProfiles, resolveProfileSecrets } from './profiles.js';
 import type { CommandReport } from './wire.js';
 import { commandDict, profileListOf, queryResponsesOf } from './wire.js';
 
@@ -57,7 +60,42 @@ export function createAppleDriver(o: AppleDriverOptions = {}): PlatformDriver {
       if (commands.length) await ctx.store.commands.enqueue(commands, ctx.tx);
     },
     ...(o.wake ? { wake: o.wake } : {}),
+    adminActions: ['lock', 'wipe', 'restart', 'refresh'],
+    adminAction: appleAdminAction,
   };
+}
+
+/** A six-digit PIN a person will type on the Mac's screen. */
+const makePin = () => String(randomInt(0, 1_000_000)).padStart(6, '0');
+
+async function appleAdminAction(ctx: AdminActionContext, device: DriverDevice, action: AdminAction): Promise<AdminActionResult> {
+  const mac = appleFamily(device.model) === 'macos';
+  const one = (type: string, fields: Record<string, unknown>): NewCommand => ({ uuid: commandUuid(device.id, 'admin', type, ctx.requestId), deviceId: device.id, type, payload: { RequestType: type, fields }, priority: 50 });
+  let commands: NewCommand[];
+  let secrets: Record<string, string> | undefined;
+  switch (action.kind) {
+    case 'lock': {
+      // A Mac is locked with a firmware PIN it asks for to unlock; iOS ignores PIN.
+      const pin = mac ? (action.pin ?? makePin()) : undefined;
+      if (pin) secrets = { pin };
+      commands = [one('DeviceLock', { ...(pin ? { PIN: pin } : {}), ...(action.message ? { Message: action.message } : {}), ...(action.phoneNumber ? { PhoneNumber: action.phoneNumber } : {}) })];
+      break;
+    }
+    case 'wipe': {
+      const pin = mac ? (action.pin ?? makePin()) : undefined;
+      if (pin) secrets = { pin };
+      commands = [one('EraseDevice', { ...(pin ? { PIN: pin } : {}), ...(!mac && action.preserveDataPlan !== undefined ? { PreserveDataPlan: action.preserveDataPlan } : {}) })];
+      break;
+    }
+    case 'restart':
+      commands = [one('RestartDevice', {})];
+      break;
+    default:
+      // refresh (reset-passcode is not offered: ClearPasscode needs an UnlockToken Muster does not keep).
+      commands = [...inventoryCommands(device.id, ctx.requestId), { uuid: commandUuid(device.id, 'admin', 'ProfileList', ctx.requestId), deviceId: device.id, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } }, priority: -10 }];
+  }
+  await ctx.store.commands.enqueue(commands, ctx.tx);
+  return { commands: commands.map((c) => c.uuid), ...(secrets ? { secrets } : {}) };
 }
 
 /** A queued Apple command → the dictionary sent to the device; secrets resolved and the profile signed only now. */
@@ -78,6 +116,17 @@ export function renderAppleCommand(cmd: Command, o: { secret(name: string): stri
  * DeviceInformation as device attributes. Publishes device.reported so the
  * reconciler recomputes sync state (and repairs drift).
  */
+/** SecurityInfo as stored: plain values only (it holds no secrets, but can hold large binary blobs). */
+function storableInfo(info: Record<string, unknown>, depth = 0): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(info)) {
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+    else if (v instanceof Date) out[k] = v.toISOString();
+    else if (typeof v === 'object' && v !== null && !Buffer.isBuffer(v) && !Array.isArray(v) && depth < 3) out[k] = storableInfo(v as Record<string, unknown>, depth + 1);
+  }
+  return out;
+}
+
 export async function recordAppleResult(store: Store, cmd: Command, report: CommandReport): Promise<void> {
   const udid = cmd.deviceId;
   const ok = report.status === 'Acknowledged';
@@ -108,7 +157,14 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
         await store.devices.report(udid, 'apple.deviceInformation', q, new Date(), tx);
       }
     } else if (cmd.type === 'SecurityInfo' && ok) {
-      await store.devices.report(udid, 'apple.securityInfo', report.result.SecurityInfo ?? {}, new Date(), tx);
+      const info = (report.result.SecurityInfo ?? {}) as Record<string, unknown>;
+      await store.devices.report(udid, 'apple.securityInfo', storableInfo(info), new Date(), tx);
+      const device = await store.devices.get(udid, tx);
+      const family = appleFamily(device?.model) ?? (device?.attributes.os as ReturnType<typeof appleFamily>);
+      await store.devices.report(udid, POSTURE, { ...(family ? { osFamily: family } : {}), ...postureOf(info, family) }, new Date(), tx);
+    } else if (cmd.type === 'InstalledApplicationList' && ok) {
+      const apps = applicationsOf(report.result);
+      if (apps) await store.devices.report(udid, 'apple.installedApplications', apps, new Date(), tx);
     }
     if (changed) {
       await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);

@@ -6,6 +6,7 @@
 // is answered even when it cannot be matched, so nothing blocks the queue.
 import { commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, Store } from '../../controller/store/index.js';
+import { inventoryCommands } from './inventory.js';
 import { commandDict, describeErrorChain, type CheckinMessage, type CommandReport } from './wire.js';
 
 type Dict = Record<string, unknown>;
@@ -27,6 +28,8 @@ export interface AppleServiceOptions {
   renderCommand?(command: Command): Dict | Promise<Dict>;
   /** A command finished on the device: update reported state (ProfileList, DeviceInformation …). */
   onResult?(command: Command, report: CommandReport): Promise<void>;
+  /** Ask a newly enrolled device for its inventory (DeviceInformation, SecurityInfo, InstalledApplicationList). Default true. */
+  inventoryOnEnroll?: boolean;
   /** Whether a device that says AwaitingConfiguration is ready for DeviceConfigured (default: at once). */
   readyToConfigure?(udid: string): Promise<boolean>;
 }
@@ -112,7 +115,11 @@ export function createAppleService(o: AppleServiceOptions) {
             const uuid = commandUuid(udid, DEVICE_CONFIGURED, String(prev.state.authenticatedAt ?? ''));
             await store.commands.enqueue({ uuid, deviceId: udid, type: DEVICE_CONFIGURED, payload: { RequestType: DEVICE_CONFIGURED }, priority: 100 }, tx);
           }
-          if (prev.status !== 'enrolled') await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
+          if (prev.status !== 'enrolled') {
+            // First token of this enrollment: ask what the device is (attributes, posture, apps).
+            if (o.inventoryOnEnroll !== false) await store.commands.enqueue(inventoryCommands(udid, String(prev.state.authenticatedAt ?? '')), tx);
+            await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
+          }
         });
         return { status: 200 };
       }

@@ -41,6 +41,11 @@ export class SimulatedAppleDevice {
   private certDer!: Buffer;
   readonly profiles = new Map<string, Installed>();
   readonly seen: string[] = [];
+  /** What SecurityInfo reports as FileVault; tests turn it off to see compliance fail. */
+  encrypted = true;
+  apps = [{ identifier: 'com.apple.Safari', name: 'Safari', version: '18.1' }, { identifier: 'com.microsoft.Word', name: 'Microsoft Word', version: '16.90' }];
+  locked?: { pin: string | undefined; message: string | undefined };
+  erased = false;
   private readonly random: () => number;
 
   constructor(private readonly o: SimulatedAppleOptions) {
@@ -113,7 +118,15 @@ export class SimulatedAppleDevice {
       case 'DeviceInformation':
         return { Status: 'Acknowledged', QueryResponses: { UDID: this.udid, SerialNumber: this.o.serialNumber, OSVersion: this.o.osVersion ?? '15.1', ModelName: 'MacBook Pro', IsSupervised: true } };
       case 'SecurityInfo':
-        return { Status: 'Acknowledged', SecurityInfo: { FDE_Enabled: true, PasscodePresent: true, PasscodeCompliant: true } };
+        return { Status: 'Acknowledged', SecurityInfo: { FDE_Enabled: this.encrypted, PasscodePresent: true, PasscodeCompliant: true, PasscodeCompliantWithProfiles: true, SystemIntegrityProtectionEnabled: true } };
+      case 'InstalledApplicationList':
+        return { Status: 'Acknowledged', InstalledApplicationList: this.apps.map((a) => ({ Identifier: a.identifier, Name: a.name, ShortVersion: a.version, Version: a.version, BundleSize: 1_000_000, Installing: false })) };
+      case 'DeviceLock':
+        this.locked = { pin: typeof c.PIN === 'string' ? c.PIN : undefined, message: typeof c.Message === 'string' ? c.Message : undefined };
+        return { Status: 'Acknowledged' };
+      case 'EraseDevice':
+        this.erased = true;
+        return { Status: 'Acknowledged' };
       default:
         return { Status: 'Acknowledged' };
     }

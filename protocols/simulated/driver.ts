@@ -9,6 +9,8 @@ import type { Platform } from '../../controller/policy/types.js';
 
 export const INSTALL = 'sim.InstallItem';
 export const REMOVE = 'sim.RemoveItem';
+/** An admin action (lock, wipe …): the simulated device records that it happened. */
+export const ADMIN = 'sim.AdminAction';
 
 export interface InstallPayload {
   id: string;
@@ -46,5 +48,11 @@ export function createSimulatedDriver(platform: Platform, opts: { wake?: (ids: r
       if (commands.length) await ctx.store.commands.enqueue(commands, ctx.tx);
     },
     ...(opts.wake ? { wake: opts.wake } : {}),
+    adminActions: ['lock', 'wipe', 'restart', 'reset-passcode', 'refresh'],
+    async adminAction(ctx, device, action) {
+      const uuid = commandUuid(device.id, ADMIN, action.kind, ctx.requestId);
+      await ctx.store.commands.enqueue({ uuid, deviceId: device.id, type: ADMIN, payload: { kind: action.kind }, priority: 50 }, ctx.tx);
+      return { commands: [uuid] };
+    },
   };
 }

@@ -7,7 +7,7 @@ import type { Platform } from '../../controller/policy/types.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
 import type { ReportedItems } from '../../controller/reconcile/driver.js';
 import type { Command, DeviceInput, Store } from '../../controller/store/index.js';
-import { INSTALL, REMOVE, type InstallPayload } from './driver.js';
+import { ADMIN, INSTALL, REMOVE, type InstallPayload } from './driver.js';
 
 export interface FleetOptions {
   store: Store;
@@ -50,6 +50,8 @@ export function fleetDevices(count: number, prefix = 'sim'): DeviceInput[] {
 export class SimulatedFleet {
   private readonly store: Store;
   private readonly o: FleetOptions;
+  /** Admin actions the simulated devices carried out, in order. */
+  readonly adminLog: Array<{ deviceId: string; kind: string }> = [];
 
   constructor(o: FleetOptions) {
     this.store = o.store;
@@ -125,6 +127,10 @@ export class SimulatedFleet {
     }
     if (c.type === REMOVE) {
       delete items[(c.payload as { id: string }).id];
+      return undefined;
+    }
+    if (c.type === ADMIN) {
+      this.adminLog.push({ deviceId, kind: (c.payload as { kind: string }).kind });
       return undefined;
     }
     return `unknown command type ${c.type}`;

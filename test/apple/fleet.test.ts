@@ -6,7 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { bucketOf } from '../../controller/rollout/bucket.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PLATFORMS } from '../../controller/policy/types.js';
+import { PLATFORMS, type Platform } from '../../controller/policy/types.js';
+import { AdminActionError, parseAdminAction, runAdminAction } from '../../controller/actions/admin.js';
+import { deviceCompliance } from '../../controller/compliance/device.js';
+import type { PlatformDriver } from '../../controller/reconcile/driver.js';
 import { Reconciler } from '../../controller/reconcile/reconciler.js';
 import type { Store } from '../../controller/store/index.js';
 import { createAppleDriver, recordAppleResult, renderAppleCommand } from '../../protocols/apple/driver.js';
@@ -30,6 +33,10 @@ spec:
   settings:
     passcode: { required: true, minLength: 10, complexity: alphanumeric, maxFailedAttempts: 10 }
     restrictions: { allowCamera: false }
+  compliance:
+    - { name: disk-encrypted, encryptionRequired: true }
+    - { name: macos-15, minimumOsVersion: { macos: "15.0" } }
+    - { name: passcode, passcodeRequired: true, severity: warning }
 `;
 
 describe('Apple devices converge through a staged rollout', { timeout: 120_000 }, () => {
@@ -37,6 +44,7 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
   let store: Store;
   let app: FastifyInstance;
   let rec: Reconciler;
+  let drivers: Map<Platform, PlatformDriver>;
   const clock = new Clock();
   const devices: SimulatedAppleDevice[] = [];
 
@@ -70,7 +78,7 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
       await d.enroll();
       devices.push(d);
     }
-    const drivers = new Map(PLATFORMS.map((p) => [p, p === 'apple' ? createAppleDriver() : createSimulatedDriver(p)]));
+    drivers = new Map(PLATFORMS.map((p) => [p, p === 'apple' ? createAppleDriver() : createSimulatedDriver(p)]));
     rec = new Reconciler({ store, drivers, log: quietLog, now: clock.now });
     await rec.load();
   });
@@ -116,5 +124,48 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     await store.commands.enqueue({ uuid: randomUUID(), deviceId: victim.udid, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } } });
     await settle();
     expect(victim.profiles.has('dev.muster.bundle.mac-baseline')).toBe(true);
+  });
+
+  it('keeps an inventory per device and judges the bundle compliance rules from SecurityInfo', async () => {
+    const d = devices[1]!;
+    const reported = new Map((await store.devices.reported(d.udid)).map((r) => [r.kind, r.state]));
+    expect(reported.get('apple.installedApplications')).toMatchObject({ count: 2, apps: [{ identifier: 'com.apple.Safari', name: 'Safari', shortVersion: '18.1' }, { identifier: 'com.microsoft.Word' }] });
+    expect((await store.devices.get(d.udid))!.osVersion).toBe('15.1');
+    expect(await deviceCompliance(store, d.udid)).toMatchObject({ state: 'compliant', checks: expect.arrayContaining([expect.objectContaining({ rule: 'disk-encrypted', status: 'pass' }), expect.objectContaining({ rule: 'macos-15', status: 'pass', detail: '15.1 ≥ 15.0' })]) });
+
+    // The user turns FileVault off; a refresh shows it.
+    d.encrypted = false;
+    const r = await runAdminAction(store, drivers, d.udid, parseAdminAction('refresh', d.udid), 'token:alice');
+    expect(r.commands).toHaveLength(4);
+    await settle();
+    const c = (await deviceCompliance(store, d.udid))!;
+    expect(c.state).toBe('noncompliant');
+    expect(c.checks.find((x) => x.rule === 'disk-encrypted')).toMatchObject({ status: 'fail', bundle: 'mac-baseline', severity: 'critical' });
+    expect(c.checks.find((x) => x.rule === 'passcode')).toMatchObject({ status: 'pass', severity: 'warning' });
+  });
+
+  it('locks a Mac with a PIN only the admin gets back, erases only when confirmed, and audits both', async () => {
+    const d = devices[2]!;
+    const lock = await runAdminAction(store, drivers, d.udid, parseAdminAction('lock', d.udid, { message: 'Please return to IT' }), 'token:alice');
+    expect(lock.secrets?.pin).toMatch(/^\d{6}$/);
+    await settle();
+    expect(d.locked).toEqual({ pin: lock.secrets!.pin, message: 'Please return to IT' });
+
+    expect(() => parseAdminAction('wipe', d.udid, {})).toThrow(AdminActionError);
+    expect(() => parseAdminAction('wipe', d.udid, { confirm: devices[3]!.udid })).toThrow(/cannot be undone/);
+    await expect(runAdminAction(store, drivers, d.udid, parseAdminAction('reset-passcode', d.udid), 'token:alice')).rejects.toThrow(/cannot reset-passcode.*lock, wipe, restart, refresh/);
+    await expect(runAdminAction(store, drivers, 'no-such-device', parseAdminAction('restart', 'x'), 'token:alice')).rejects.toMatchObject({ status: 404 });
+    expect(d.erased).toBe(false);
+    const wipe = await runAdminAction(store, drivers, d.udid, parseAdminAction('wipe', d.udid, { confirm: d.udid, pin: '246810' }), 'token:alice');
+    await settle();
+    expect(d.erased).toBe(true);
+    expect(wipe.secrets).toEqual({ pin: '246810' });
+
+    const audit = await store.audit.list({ subject: `device/${d.udid}` });
+    const actions = audit.filter((a) => a.action === 'device.lock' || a.action === 'device.wipe');
+    expect(actions.map((a) => [a.action, a.actor])).toEqual([['device.lock', 'token:alice'], ['device.wipe', 'token:alice']]);
+    expect(JSON.stringify(actions)).not.toContain(lock.secrets!.pin);
+    expect(JSON.stringify(actions)).not.toContain('246810');
+    expect(actions[0]!.details).toMatchObject({ commands: lock.commands, message: 'Please return to IT', secrets: ['pin'] });
   });
 });

@@ -30,7 +30,8 @@ describe('Apple check-in and command channel', () => {
   beforeAll(async () => {
     tdb = await testDatabase('pglite');
     store = await tdb.open();
-    svc = createAppleService({ store, log: { info: () => {}, warn: () => {} }, onResult: async (command, r) => void results.push({ command, report: r }) });
+    // Inventory on enrollment has its own test below; here the queue holds only what each test puts in it.
+    svc = createAppleService({ store, log: { info: () => {}, warn: () => {} }, onResult: async (command, r) => void results.push({ command, report: r }), inventoryOnEnroll: false });
     certs[IPAD] = await newCert();
     certs[MAC] = await newCert();
   });
@@ -71,6 +72,26 @@ describe('Apple check-in and command channel', () => {
     expect(JSON.stringify(e.state)).not.toContain(tu.UnlockToken.toString('base64').slice(0, 40)); // the unlock token is not stored in the clear
     const queued = await store.commands.listForDevice(MAC);
     expect(queued.filter((c) => c.type === 'DeviceConfigured')).toHaveLength(1);
+  });
+
+  it('asks a newly enrolled device for its inventory once, behind DeviceConfigured', async () => {
+    const udid = '00008112-000A1D2E3F40801E';
+    const withInventory = createAppleService({ store, log: { info: () => {}, warn: () => {} } });
+    certs[udid] = await newCert();
+    const cert = { certSha256: certs[udid]! };
+    await withInventory.checkin(parseCheckin({ UDID: udid, MessageType: 'Authenticate', Topic: TOPIC, ProductName: 'iPhone16,1', SerialNumber: 'F2LZK0Q1' }), cert);
+    const tu = { UDID: udid, MessageType: 'TokenUpdate', Topic: TOPIC, Token: randomBytes(32), PushMagic: 'magic', AwaitingConfiguration: true };
+    await withInventory.checkin(parseCheckin(tu), cert);
+    await withInventory.checkin(parseCheckin(tu), cert);
+    const order: string[] = [];
+    let a = await withInventory.connect(parseReport({ UDID: udid, Status: 'Idle' }), cert);
+    while (a.status === 200 && a.command) {
+      const c = a.command as { CommandUUID: string; Command: { RequestType: string; Queries?: string[] } };
+      order.push(c.Command.RequestType);
+      if (c.Command.RequestType === 'DeviceInformation') expect(c.Command.Queries).toEqual(expect.arrayContaining(['OSVersion', 'SerialNumber', 'ModelName', 'IsSupervised']));
+      a = await withInventory.connect(parseReport({ UDID: udid, Status: 'Acknowledged', CommandUUID: c.CommandUUID }), cert);
+    }
+    expect(order).toEqual(['DeviceConfigured', 'DeviceInformation', 'SecurityInfo', 'InstalledApplicationList']);
   });
 
   it('Idle gets the next command; Acknowledged completes it once, however often it is repeated', async () => {

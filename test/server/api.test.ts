@@ -22,6 +22,7 @@ describe('admin API', () => {
   let rec: Reconciler;
   let app: FastifyInstance;
   let syncs = 0;
+  let fleet: SimulatedFleet;
   const tokens: Record<string, string> = {};
   const clock = new Clock();
 
@@ -29,7 +30,7 @@ describe('admin API', () => {
     tdb = await testDatabase('pglite');
     store = await tdb.open();
     rec = reconcilerFor(store, clock);
-    const fleet = new SimulatedFleet({ store, now: clock.now, onReport: (id) => rec.deviceReported(id) });
+    fleet = new SimulatedFleet({ store, now: clock.now, onReport: (id) => rec.deviceReported(id) });
     await fleet.enroll(50);
     await rec.load();
     await rec.applyPolicy(policyOf({ 'b.yaml': bundle('base', '1.0.0'), 'g.yaml': group('all', '{}'), 'r.yaml': rollout('base', 'base', ['all'], '    - setWeight: 50\n    - pause: {}\n    - setWeight: 100') }), 'c1');
@@ -94,6 +95,25 @@ describe('admin API', () => {
     const one = (await call('GET', `/api/v1/devices/${synced[0].deviceId}`, tokens.read)).json();
     expect(one).toMatchObject({ sync: 'Synced', assignments: [expect.objectContaining({ rollout: 'base', sync: 'Synced' })], commands: [expect.objectContaining({ type: 'sim.InstallItem', state: 'completed' })] });
     expect((await call('GET', '/api/v1/devices/nope', tokens.read)).statusCode).toBe(404);
+  });
+
+  it('carries out admin actions with an operate token, audited, and refuses unsafe or unknown ones', async () => {
+    const id = (await store.devices.list({ limit: 1 }))[0]!.id;
+    expect((await call('POST', `/api/v1/devices/${id}/actions/lock`, tokens.read, {})).statusCode).toBe(403);
+    const lock = await call('POST', `/api/v1/devices/${id}/actions/lock`, tokens.operate, { message: 'Return to IT' });
+    expect(lock.statusCode).toBe(202);
+    expect(lock.json()).toMatchObject({ deviceId: id, action: 'lock', commands: [expect.any(String)] });
+    const wipe = await call('POST', `/api/v1/devices/${id}/actions/wipe`, tokens.operate, {});
+    expect(wipe.statusCode).toBe(400);
+    expect(wipe.json().error).toMatch(/cannot be undone/);
+    expect((await call('POST', `/api/v1/devices/${id}/actions/explode`, tokens.operate, {})).statusCode).toBe(400);
+    expect((await call('POST', `/api/v1/devices/${id}/actions/lock`, tokens.operate, { pin: '12ab' })).statusCode).toBe(400);
+    expect((await call('POST', '/api/v1/devices/nope/actions/restart', tokens.operate, {})).statusCode).toBe(404);
+    expect((await call('POST', `/api/v1/devices/${id}/actions/wipe`, tokens.operate, { confirm: id })).statusCode).toBe(202);
+    await fleet.settle();
+    expect(fleet.adminLog.filter((a) => a.deviceId === id).map((a) => a.kind)).toEqual(['lock', 'wipe']);
+    const audit = await store.audit.list({ subject: `device/${id}` });
+    expect(audit.map((a) => [a.action, a.actor])).toEqual([['device.lock', 'token:t-operate'], ['device.wipe', 'token:t-operate']]);
   });
 
   it('plans a posted tree against the running controller', async () => {

@@ -1,5 +1,6 @@
-// `muster devices list|show`: the fleet as the controller sees it, through
-// the admin API: what each device should have and whether it does.
+// `muster devices list|show|lock|wipe|restart|reset-passcode|refresh`: the
+// fleet as the controller sees it, through the admin API: what each device
+// should have, whether it does, whether it complies, and the admin actions.
 import { Command, Option } from 'commander';
 import { CliError, EXIT, paintFor, println, table, type CliIO } from '../io.js';
 import { callApi, withServerOptions } from './rollout.js';
@@ -20,7 +21,18 @@ interface DeviceDetail {
   sync: string;
   assignments: Array<{ rollout: string; revision: number; bundleHash: string; bucket: number; sync: string; detail: string }>;
   commands: Array<{ uuid: string; type: string; state: string; attempts: number; lastError: string | null; createdAt: string }>;
+  compliance?: { state: string; checks: Array<{ rule: string; bundle: string; severity: string; status: string; detail: string }> };
 }
+
+interface ActionOutcome {
+  deviceId: string;
+  platform: string;
+  action: string;
+  commands: string[];
+  secrets?: Record<string, string>;
+}
+
+type ServerOpts = { output: 'text' | 'json'; server?: string; token?: string };
 
 export function registerDevices(program: Command, io: CliIO): void {
   const devices = program.command('devices').description('The fleet: devices, what they should have, and whether they do');
@@ -55,9 +67,54 @@ export function registerDevices(program: Command, io: CliIO): void {
       if (d.assignments.length) {
         println(io.stdout, table([['ROLLOUT', 'REV', 'BUNDLE', 'BUCKET', 'SYNC', 'DETAIL'], ...d.assignments.map((a) => [a.rollout, String(a.revision), a.bundleHash.slice(7, 19), String(a.bucket), a.sync, a.detail])], paint));
       } else println(io.stdout, '  no bundles assigned');
+      if (d.compliance && d.compliance.checks.length) {
+        const c = d.compliance;
+        const mark = (st: string) => (st === 'pass' ? paint.green(st) : st === 'fail' ? paint.red(st) : paint.yellow(st));
+        println(io.stdout, '');
+        println(io.stdout, `  compliance: ${c.state === 'compliant' ? paint.green(c.state) : c.state === 'noncompliant' ? paint.red(c.state) : paint.yellow(c.state)}`);
+        println(io.stdout, table([['RULE', 'BUNDLE', 'SEVERITY', 'RESULT', 'DETAIL'], ...c.checks.map((x) => [x.rule, x.bundle, x.severity, mark(x.status), x.detail])], paint));
+      }
       if (d.commands.length) {
         println(io.stdout, '');
         println(io.stdout, table([['COMMAND', 'TYPE', 'STATE', 'TRIES', 'ERROR'], ...d.commands.map((c) => [c.uuid.slice(0, 8), c.type, c.state, String(c.attempts), c.lastError ?? ''])], paint));
       }
     });
+
+  const act = async (id: string, action: string, body: Record<string, unknown>, o: ServerOpts) => {
+    const r = (await callApi(io, o, 'POST', `/devices/${encodeURIComponent(id)}/actions/${action}`, body)) as ActionOutcome;
+    if (o.output === 'json') return void println(io.stdout, JSON.stringify(r, null, 2));
+    println(io.stdout, `${action}: queued for ${r.deviceId} (${r.platform}), ${r.commands.length} command${r.commands.length === 1 ? '' : 's'}; it runs when the device next connects`);
+    // The one place the PIN is shown: it is not in the audit log.
+    if (r.secrets?.pin) println(io.stdout, `PIN to unlock the device: ${r.secrets.pin}  (keep it: it is not shown again)`);
+  };
+  withServerOptions(devices.command('lock'))
+    .description('Lock a device now (a Mac asks for a six-digit PIN to unlock; one is made up and printed unless --pin is given)')
+    .argument('<id>', 'the device id')
+    .option('--message <text>', 'shown on the locked screen')
+    .option('--phone <number>', 'a phone number shown on the locked screen')
+    .option('--pin <digits>', 'six digits that unlock a Mac')
+    .addHelpText('after', '\nExample:\n  $ muster devices lock 00008103-000A1D2E3F40801E --message "Found? Call IT" --phone "+1 555 0100"')
+    .action((id: string, o: ServerOpts & { message?: string; phone?: string; pin?: string }) => act(id, 'lock', { message: o.message, phoneNumber: o.phone, pin: o.pin }, o));
+  withServerOptions(devices.command('wipe'))
+    .description('Erase a device (cannot be undone; needs --yes)')
+    .argument('<id>', 'the device id')
+    .option('--yes', 'yes, erase it')
+    .option('--pin <digits>', 'six digits for a Mac\'s firmware lock after the erase')
+    .option('--preserve-data-plan', 'iPhone/iPad: keep the cellular plan')
+    .addHelpText('after', '\nExample:\n  $ muster devices wipe 00008103-000A1D2E3F40801E --yes')
+    .action((id: string, o: ServerOpts & { yes?: boolean; pin?: string; preserveDataPlan?: boolean }) => {
+      if (!o.yes) throw new CliError(`erasing ${id} cannot be undone: run again with --yes`, EXIT.usage);
+      return act(id, 'wipe', { confirm: id, pin: o.pin, ...(o.preserveDataPlan ? { preserveDataPlan: true } : {}) }, o);
+    });
+  for (const [name, what] of [
+    ['restart', 'Restart a device'],
+    ['reset-passcode', 'Clear or reset the passcode of a device (where the platform can)'],
+    ['refresh', 'Ask a device for its inventory and security state now (feeds compliance)'],
+  ] as const) {
+    withServerOptions(devices.command(name))
+      .description(what)
+      .argument('<id>', 'the device id')
+      .addHelpText('after', `\nExample:\n  $ muster devices ${name} sim-00042`)
+      .action((id: string, o: ServerOpts) => act(id, name, {}, o));
+  }
 }
