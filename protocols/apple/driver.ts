@@ -9,8 +9,9 @@ import { diffItems, type Action, type AdminAction, type AdminActionContext, type
 import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, NewCommand, Store } from '../../controller/store/index.js';
 import { encodePlist } from './plist.js';
+import { DDM_ITEM_PREFIX, compileDeclarations, configurationStatuses, declarationSet, type Declaration } from './declarations.js';
 import { applicationsOf, inventoryCommands, postureOf } from './inventory.js';
-import { appleFamily, compileAppleProfiles, resolveProfileSecrets } from './profiles.js';
+import { PROFILE_ID_PREFIX, appleFamily, compileAppleProfiles, resolveProfileSecrets } from './profiles.js';
 import type { CommandReport } from './wire.js';
 import { commandDict, profileListOf, queryResponsesOf } from './wire.js';
 
@@ -37,26 +38,48 @@ export function createAppleDriver(o: AppleDriverOptions = {}): PlatformDriver {
     compile(bundles: readonly ResolvedBundle[], device: DriverDevice): NativeState {
       // What the device lists back is the profile's PayloadUUID, derived from the bundle hash: that is the item hash.
       const state = compileAppleProfiles([...bundles], device);
-      return { platform: 'apple', items: state.items.map((i) => ({ ...i, hash: String((i.payload as { PayloadUUID: string }).PayloadUUID) })) };
+      const profiles = state.items.map((i) => ({ ...i, hash: String((i.payload as { PayloadUUID: string }).PayloadUUID) }));
+      const declarations = compileDeclarations(bundles, appleFamily(device.model), device.osVersion);
+      return { platform: 'apple', items: [...profiles, ...declarations].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) };
     },
     diff: diffItems,
     async deliver(ctx: DeliverContext, work: ReadonlyArray<{ device: DriverDevice; actions: readonly Action[] }>): Promise<void> {
-      const commands = work.flatMap(({ device, actions }) => {
+      const commands: NewCommand[] = [];
+      for (const { device, actions } of work) {
         const nonce = ctx.nonce(device.id);
-        const out: NewCommand[] = actions.map((a) =>
-          a.kind === 'install'
-            ? {
-                uuid: commandUuid(device.id, 'InstallProfile', a.item.id, a.item.hash, nonce),
-                deviceId: device.id,
-                type: 'InstallProfile',
-                payload: { RequestType: 'InstallProfile', identifier: a.item.id, uuid: a.item.hash, profile: a.item.payload as Record<string, unknown> } satisfies InstallPayload,
-              }
-            : { uuid: commandUuid(device.id, 'RemoveProfile', a.id, nonce), deviceId: device.id, type: 'RemoveProfile', payload: { RequestType: 'RemoveProfile', fields: { Identifier: a.id } } },
-        );
-        // Read back what the device now holds, after the changes (lower priority: it runs last).
-        out.push({ uuid: commandUuid(device.id, 'ProfileList', nonce, String(actions.length), actions.map((a) => (a.kind === 'install' ? a.item.hash : a.id)).join(',')), deviceId: device.id, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } } });
-        return out;
-      });
+        const isDdm = (a: Action) => (a.kind === 'install' ? a.item.id : a.id).startsWith(DDM_ITEM_PREFIX);
+        const profileActions = actions.filter((a) => !isDdm(a));
+        const ddmActions = actions.filter(isDdm);
+        for (const a of profileActions) {
+          commands.push(
+            a.kind === 'install'
+              ? {
+                  uuid: commandUuid(device.id, 'InstallProfile', a.item.id, a.item.hash, nonce),
+                  deviceId: device.id,
+                  type: 'InstallProfile',
+                  payload: { RequestType: 'InstallProfile', identifier: a.item.id, uuid: a.item.hash, profile: a.item.payload as Record<string, unknown> } satisfies InstallPayload,
+                }
+              : { uuid: commandUuid(device.id, 'RemoveProfile', a.id, nonce), deviceId: device.id, type: 'RemoveProfile', payload: { RequestType: 'RemoveProfile', fields: { Identifier: a.id } } },
+          );
+        }
+        if (profileActions.length) {
+          // Read back what the device now holds, after the changes (lower priority: it runs last).
+          commands.push({ uuid: commandUuid(device.id, 'ProfileList', nonce, String(profileActions.length), profileActions.map((a) => (a.kind === 'install' ? a.item.hash : a.id)).join(',')), deviceId: device.id, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } } });
+        }
+        if (ddmActions.length) {
+          // Declarations are served from the enrollment state at the device's next
+          // DeclarativeManagement check-in; the command only tells it to sync now.
+          const e = await ctx.store.devices.getEnrollment(device.id, ctx.tx);
+          const held: Record<string, Declaration> = { ...((e?.state.declarations as Record<string, Declaration> | undefined) ?? {}) };
+          for (const a of ddmActions) {
+            if (a.kind === 'install') held[a.item.id.slice(DDM_ITEM_PREFIX.length)] = a.item.payload as Declaration;
+            else delete held[a.id.slice(DDM_ITEM_PREFIX.length)];
+          }
+          await ctx.store.devices.patchEnrollmentState(device.id, { declarations: held, declarationsAt: new Date().toISOString() }, ctx.tx);
+          const token = declarationSet(Object.values(held)).token;
+          commands.push({ uuid: commandUuid(device.id, 'DeclarativeManagement', token, nonce), deviceId: device.id, type: 'DeclarativeManagement', payload: { RequestType: 'DeclarativeManagement', fields: {} } });
+        }
+      }
       if (commands.length) await ctx.store.commands.enqueue(commands, ctx.tx);
     },
     ...(o.wake ? { wake: o.wake } : {}),
@@ -146,7 +169,7 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
       const listed = profileListOf(report.result);
       if (listed) {
         // The list is the truth for managed profiles; a failed install stays recorded until it changes.
-        for (const id of Object.keys(items)) if (items[id]!.status === 'installed' && !listed.has(id)) delete items[id];
+        for (const id of Object.keys(items)) if (items[id]!.status === 'installed' && !id.startsWith(DDM_ITEM_PREFIX) && !listed.has(id)) delete items[id];
         for (const [id, uuid] of listed) if (id.startsWith(MANAGED_PREFIX)) items[id] = { hash: uuid, status: 'installed' };
         changed = true;
       }
@@ -170,5 +193,35 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
       await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
       await store.events.publish({ topic: 'device.reported', payload: { deviceId: udid } }, tx);
     }
+  });
+}
+
+/**
+ * A DeclarativeManagement status report: the configurations' statuses become
+ * the `ddm:` items of reported state (valid and active = installed), software
+ * update progress and the OS version are kept too.
+ */
+export async function recordDeclarationStatus(store: Store, udid: string, report: unknown): Promise<void> {
+  const statuses = configurationStatuses(report);
+  const items0 = (report as { StatusItems?: Record<string, unknown> } | null)?.StatusItems ?? {};
+  const os = (items0.device as { 'operating-system'?: { version?: unknown } } | undefined)?.['operating-system']?.version;
+  const su = items0.softwareupdate;
+  await store.transaction(async (tx) => {
+    if (typeof os === 'string' && /^\d+(\.\d+){0,3}$/.test(os)) await store.devices.upsert({ id: udid, platform: 'apple', osVersion: os }, tx);
+    const suText = su && typeof su === 'object' ? JSON.stringify(su) : undefined;
+    if (suText && suText.length <= 65_536) await store.devices.report(udid, 'apple.softwareUpdate', JSON.parse(suText), new Date(), tx);
+    if (!statuses) return;
+    const prev = (await store.devices.reportedMany([udid], REPORTED_ITEMS, tx)).get(udid)?.state as ReportedItems | undefined;
+    const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
+    // management.declarations, when present, lists every declaration the device holds.
+    for (const id of Object.keys(items)) if (id.startsWith(DDM_ITEM_PREFIX)) delete items[id];
+    for (const st of statuses) {
+      // Only declarations compiled from bundles are items (not the status subscription or the activation).
+      if (!st.identifier.startsWith(PROFILE_ID_PREFIX)) continue;
+      const ok = st.valid === 'valid' && st.active;
+      items[`${DDM_ITEM_PREFIX}${st.identifier}`] = ok ? { hash: st.serverToken, status: 'installed' } : { hash: st.serverToken, status: 'failed', error: st.reasons.join('; ') || `declaration ${st.valid}${st.active ? '' : ', not active'}` };
+    }
+    await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
+    await store.events.publish({ topic: 'device.reported', payload: { deviceId: udid } }, tx);
   });
 }

@@ -8,7 +8,7 @@ import forge from 'node-forge';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
 import type { Store } from '../../controller/store/index.js';
 import type { DeviceAuthMode } from './auth.js';
-import { createAppleDriver, recordAppleResult, renderAppleCommand } from './driver.js';
+import { createAppleDriver, recordAppleResult, recordDeclarationStatus, renderAppleCommand } from './driver.js';
 import { ENROLLMENT_CONTENT_TYPE, enrollmentProfileBytes } from './enroll-profile.js';
 import type { ProfileSigner } from './profiles.js';
 import { signProfile } from './profiles.js';
@@ -65,6 +65,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
     log: c.log,
     renderCommand: (cmd) => renderAppleCommand(cmd, { secret: c.secret, signProfile: sign }),
     onResult: (cmd, report) => recordAppleResult(store, cmd, report),
+    onDeclarativeStatus: (udid, report) => recordDeclarationStatus(store, udid, report),
   });
 
   const apns = c.apns ? createApnsClient({ ...c.apns, topic: c.topic, log: c.log }) : undefined;

@@ -54,6 +54,7 @@ export async function appleRoutes(app: FastifyInstance, o: AppleRoutesOptions): 
     }
     const a = await o.service.checkin(msg, id);
     if (a.status !== 200) return reply.code(a.status).type('text/plain').send(a.error);
+    if ('json' in a) return reply.code(200).type('application/json').send(JSON.stringify(a.json));
     return a.body ? reply.code(200).type(PLIST_TYPE).send(encodePlist(a.body)) : reply.code(200).send('');
   };
 

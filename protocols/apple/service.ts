@@ -4,8 +4,9 @@
 // never answer 401 (the device unenrolls: use 403); Authenticate clears the
 // queue; TokenUpdate may come at any time and overwrites push data; a report
 // is answered even when it cannot be matched, so nothing blocks the queue.
-import { commandUuid } from '../../controller/reconcile/reconciler.js';
+import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, Store } from '../../controller/store/index.js';
+import { declarationSet, type Declaration } from './declarations.js';
 import { inventoryCommands } from './inventory.js';
 import { commandDict, describeErrorChain, type CheckinMessage, type CommandReport } from './wire.js';
 
@@ -30,11 +31,13 @@ export interface AppleServiceOptions {
   onResult?(command: Command, report: CommandReport): Promise<void>;
   /** Ask a newly enrolled device for its inventory (DeviceInformation, SecurityInfo, InstalledApplicationList). Default true. */
   inventoryOnEnroll?: boolean;
+  /** A Declarative Device Management status report arrived (parsed JSON). */
+  onDeclarativeStatus?(udid: string, report: unknown): Promise<void>;
   /** Whether a device that says AwaitingConfiguration is ready for DeviceConfigured (default: at once). */
   readyToConfigure?(udid: string): Promise<boolean>;
 }
 
-export type CheckinAnswer = { status: 200; body?: Dict } | { status: 403 | 410 | 400; error: string };
+export type CheckinAnswer = { status: 200; body?: Dict } | { status: 200; json: unknown } | { status: 403 | 404 | 410 | 400; error: string };
 export type ConnectAnswer = { status: 200; command?: Dict; uuid?: string } | { status: 403 | 400; error: string };
 
 const DEVICE_CONFIGURED = 'DeviceConfigured';
@@ -80,6 +83,8 @@ export function createAppleService(o: AppleServiceOptions) {
           );
           // A (re-)enrolling device starts from an empty queue, as the device itself does.
           const cleared = await store.commands.clearForDevice(udid, 'cleared by Authenticate (the device re-enrolled)', tx);
+          // Enrolling removes what a previous enrollment installed: nothing managed is held now.
+          await store.devices.report(udid, REPORTED_ITEMS, { items: {} }, new Date(), tx);
           await store.devices.setEnrollment({ deviceId: udid, platform: 'apple', status: 'pending', state: { topic: msg.topic, authenticatedAt: new Date().toISOString() } }, tx);
           await store.identities.bind(id!.certSha256, udid, tx);
           await store.audit.append({ actor: `device:${udid}`, action: 'device.authenticate', subject: `device/${udid}`, details: { serial: msg.serialNumber, model: msg.productName ?? msg.model, cleared } }, tx);
@@ -147,9 +152,36 @@ export function createAppleService(o: AppleServiceOptions) {
         return { status: 200, body: t ? { BootstrapToken: t } : {} };
       }
       case 'DeclarativeManagement':
-        // Declarations are not derived from bundles yet: an empty, valid answer.
-        return { status: 200, body: msg.endpoint === 'tokens' ? { SyncTokens: { DeclarationsToken: 'none', Timestamp: new Date(0) } } : {} };
+        return declarative(udid, msg.endpoint, msg.data);
     }
+  }
+
+  /** The DDM endpoints, from the declarations the driver put in the enrollment state. */
+  async function declarative(udid: string, endpoint: string, data: Buffer | undefined): Promise<CheckinAnswer> {
+    const e = await store.devices.getEnrollment(udid);
+    const held = Object.values((e?.state.declarations as Record<string, Declaration> | undefined) ?? {});
+    const set = declarationSet(held);
+    if (endpoint === 'tokens') {
+      const at = typeof e?.state.declarationsAt === 'string' ? new Date(e.state.declarationsAt) : new Date(0);
+      return { status: 200, json: { SyncTokens: { DeclarationsToken: set.token, Timestamp: at.toISOString().replace(/\.\d{3}Z$/, 'Z') } } };
+    }
+    if (endpoint === 'declaration-items') return { status: 200, json: set.items };
+    if (endpoint.startsWith('declaration/')) {
+      const d = set.byPath.get(endpoint.slice('declaration/'.length));
+      return d ? { status: 200, json: d } : { status: 404, error: `no declaration ${endpoint.slice(0, 200)}` };
+    }
+    if (endpoint === 'status') {
+      let report: unknown;
+      try {
+        report = JSON.parse((data ?? Buffer.alloc(0)).toString('utf8'));
+      } catch {
+        log.warn('unreadable declarative status report', { udid });
+        return { status: 400, error: 'the status report is not JSON' };
+      }
+      await o.onDeclarativeStatus?.(udid, report);
+      return { status: 200 };
+    }
+    return { status: 404, error: `unknown declarative endpoint ${endpoint.slice(0, 100)}` };
   }
 
   /** Records the report, then answers with the next command, or nothing. */

@@ -45,12 +45,18 @@ export class SimulatedAppleDevice {
   encrypted = true;
   apps = [{ identifier: 'com.apple.Safari', name: 'Safari', version: '18.1' }, { identifier: 'com.microsoft.Word', name: 'Microsoft Word', version: '16.90' }];
   locked?: { pin: string | undefined; message: string | undefined };
+  /** Declarations it holds (DDM), by identifier, and the token of the last sync. */
+  readonly declarations = new Map<string, { Type: string; Identifier: string; ServerToken: string; Payload: Record<string, unknown> }>();
+  private declarationsToken = '';
+  /** Its OS version; a software-update enforcement declaration "installs" its target at once. */
+  osVersion: string;
   erased = false;
   private readonly random: () => number;
 
   constructor(private readonly o: SimulatedAppleOptions) {
     this.udid = o.udid;
     this.random = o.random ?? Math.random;
+    this.osVersion = o.osVersion ?? '15.1';
   }
 
   /** SCEP enrollment with the challenge, then Authenticate and TokenUpdate. */
@@ -65,7 +71,7 @@ export class SimulatedAppleDevice {
     if (rep.status !== 'SUCCESS' || !rep.certificates[0]) throw new Error(`SCEP enrollment failed: ${rep.status} failInfo ${rep.failInfo}`);
     this.key = privateKey;
     this.certDer = rep.certificates[0];
-    await this.checkin({ MessageType: 'Authenticate', Topic: this.o.topic, SerialNumber: this.o.serialNumber, ProductName: this.o.productName ?? 'Mac15,3', OSVersion: this.o.osVersion ?? '15.1' });
+    await this.checkin({ MessageType: 'Authenticate', Topic: this.o.topic, SerialNumber: this.o.serialNumber, ProductName: this.o.productName ?? 'Mac15,3', OSVersion: this.osVersion });
     await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: randomBytes(32), PushMagic: randomBytes(16).toString('hex'), AwaitingConfiguration: false });
   }
 
@@ -89,7 +95,10 @@ export class SimulatedAppleDevice {
       if (body.length === 0) return answered;
       const cmd = decodePlist(body) as { CommandUUID: string; Command: Record<string, unknown> & { RequestType: string } };
       this.seen.push(cmd.Command.RequestType);
-      res = await this.put('/mdm/apple/connect', { UDID: this.udid, CommandUUID: cmd.CommandUUID, ...this.answer(cmd.Command) });
+      const answer = this.answer(cmd.Command);
+      // DeclarativeManagement: acknowledge, then sync over the check-in channel as devices do.
+      if (cmd.Command.RequestType === 'DeclarativeManagement' && answer.Status === 'Acknowledged') await this.syncDeclarations();
+      res = await this.put('/mdm/apple/connect', { UDID: this.udid, CommandUUID: cmd.CommandUUID, ...answer });
       answered++;
     }
     return answered;
@@ -116,7 +125,7 @@ export class SimulatedAppleDevice {
       case 'ProfileList':
         return { Status: 'Acknowledged', ProfileList: [...this.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.uuid, PayloadVersion: 1, IsManaged: true })) };
       case 'DeviceInformation':
-        return { Status: 'Acknowledged', QueryResponses: { UDID: this.udid, SerialNumber: this.o.serialNumber, OSVersion: this.o.osVersion ?? '15.1', ModelName: 'MacBook Pro', IsSupervised: true } };
+        return { Status: 'Acknowledged', QueryResponses: { UDID: this.udid, SerialNumber: this.o.serialNumber, OSVersion: this.osVersion, ModelName: 'MacBook Pro', IsSupervised: true } };
       case 'SecurityInfo':
         return { Status: 'Acknowledged', SecurityInfo: { FDE_Enabled: this.encrypted, PasscodePresent: true, PasscodeCompliant: true, PasscodeCompliantWithProfiles: true, SystemIntegrityProtectionEnabled: true } };
       case 'InstalledApplicationList':
@@ -130,6 +139,41 @@ export class SimulatedAppleDevice {
       default:
         return { Status: 'Acknowledged' };
     }
+  }
+
+  /** A DDM sync: tokens, then declaration-items if they changed, each changed declaration, then a status report. */
+  async syncDeclarations(): Promise<void> {
+    const ddm = async (endpoint: string, data?: unknown) => {
+      const res = await this.checkin({ MessageType: 'DeclarativeManagement', Endpoint: endpoint, ...(data !== undefined ? { Data: Buffer.from(JSON.stringify(data)) } : {}) });
+      const text = await res.text();
+      return text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    };
+    const tokens = (await ddm('tokens')) as { SyncTokens: { DeclarationsToken: string } };
+    if (tokens.SyncTokens.DeclarationsToken === this.declarationsToken) return;
+    const items = (await ddm('declaration-items')) as { Declarations: Record<'Activations' | 'Configurations', Array<{ Identifier: string; ServerToken: string }>> };
+    const wanted = new Set<string>();
+    for (const [kind, list] of [['activation', items.Declarations.Activations], ['configuration', items.Declarations.Configurations]] as const) {
+      for (const ref of list) {
+        wanted.add(ref.Identifier);
+        if (this.declarations.get(ref.Identifier)?.ServerToken === ref.ServerToken) continue;
+        const d = (await ddm(`declaration/${kind}/${ref.Identifier}`)) as { Type: string; Identifier: string; ServerToken: string; Payload: Record<string, unknown> };
+        this.declarations.set(d.Identifier, d);
+        const target = d.Type === 'com.apple.configuration.softwareupdate.enforcement.specific' ? String(d.Payload.TargetOSVersion) : undefined;
+        if (target && target.localeCompare(this.osVersion, undefined, { numeric: true }) > 0) this.osVersion = target;
+      }
+    }
+    for (const id of [...this.declarations.keys()]) if (!wanted.has(id)) this.declarations.delete(id);
+    this.declarationsToken = tokens.SyncTokens.DeclarationsToken;
+    const status = (d: { Identifier: string; ServerToken: string }) => ({ identifier: d.Identifier, active: true, valid: 'valid', 'server-token': d.ServerToken });
+    const all = [...this.declarations.values()];
+    await ddm('status', {
+      StatusItems: {
+        device: { 'operating-system': { version: this.osVersion } },
+        management: { declarations: { activations: all.filter((d) => d.Type.startsWith('com.apple.activation.')).map(status), configurations: all.filter((d) => d.Type.startsWith('com.apple.configuration.')).map(status), assets: [], management: [] } },
+        softwareupdate: { 'install-state': 'none' },
+      },
+      Errors: [],
+    });
   }
 
   private async put(path: string, dict: Record<string, unknown>, type = 'application/x-apple-aspen-mdm'): Promise<Response> {

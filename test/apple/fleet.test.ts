@@ -12,7 +12,7 @@ import { deviceCompliance } from '../../controller/compliance/device.js';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
 import { Reconciler } from '../../controller/reconcile/reconciler.js';
 import type { Store } from '../../controller/store/index.js';
-import { createAppleDriver, recordAppleResult, renderAppleCommand } from '../../protocols/apple/driver.js';
+import { createAppleDriver, recordAppleResult, recordDeclarationStatus, renderAppleCommand } from '../../protocols/apple/driver.js';
 import { profileUuid } from '../../protocols/apple/profiles.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
 import { generateCa } from '../../protocols/pki/ca.js';
@@ -69,7 +69,7 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
       challenges: { verify: (c) => store.challenges.verify(c, 'apple-scep'), consume: async (c) => !!(await store.challenges.consume(c, 'apple-scep')) },
       onIssued: async (i) => void (await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter })),
     });
-    const service = createAppleService({ store, log, renderCommand: (c) => renderAppleCommand(c, { secret: () => undefined }), onResult: (c, r) => recordAppleResult(store, c, r) });
+    const service = createAppleService({ store, log, renderCommand: (c) => renderAppleCommand(c, { secret: () => undefined }), onResult: (c, r) => recordAppleResult(store, c, r), onDeclarativeStatus: (u, r) => recordDeclarationStatus(store, u, r) });
     await app.register(appleRoutes, { service, auth: { modes: ['signature'], ca }, log });
     const url = await app.listen({ port: 0, host: '127.0.0.1' });
     // Fixed UDIDs: which of them fall in the 50 % ring is known (sticky buckets), so the test cannot flip.
@@ -167,5 +167,40 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     expect(JSON.stringify(actions)).not.toContain(lock.secrets!.pin);
     expect(JSON.stringify(actions)).not.toContain('246810');
     expect(actions[0]!.details).toMatchObject({ commands: lock.commands, message: 'Please return to IT', secrets: ['pin'] });
+  });
+
+  it('requires an OS version by a deadline through a declaration, and sees it applied in the status report', async () => {
+    const updates = `apiVersion: muster.dev/v1alpha1
+kind: PolicyBundle
+metadata: { name: mac-updates }
+spec:
+  version: "1.0.0"
+  platforms: [apple]
+  settings:
+    osUpdates: { minimumVersion: { macos: "15.2", ios: "18.2" }, deadline: "2026-12-15T17:00:00Z" }
+`;
+    const set = policyOf({
+      'b.yaml': bundleYaml,
+      'u.yaml': updates,
+      'g.yaml': group('macs', '{ matchLabels: { muster.dev/platform: apple } }'),
+      'r.yaml': rollout('mac', 'mac-baseline', ['macs'], '    - setWeight: 50\n    - pause: {}\n    - setWeight: 100'),
+      'r2.yaml': rollout('mac-updates', 'mac-updates', ['macs'], '    - setWeight: 100'),
+    });
+    await rec.applyPolicy(set, 'c2');
+    await rec.tick();
+    await settle();
+    await rec.tick();
+    for (const d of devices) {
+      const decl = d.declarations.get('dev.muster.bundle.mac-updates.softwareupdate');
+      expect(decl).toMatchObject({ Type: 'com.apple.configuration.softwareupdate.enforcement.specific', Payload: { TargetOSVersion: '15.2', TargetLocalDateTime: '2026-12-15T17:00:00' } });
+      // The activation turns on every configuration, the status subscription included.
+      expect(d.declarations.get('dev.muster.activation')!.Payload.StandardConfigurations).toEqual(['dev.muster.bundle.mac-updates.softwareupdate', 'dev.muster.status-subscriptions']);
+      expect(d.osVersion).toBe('15.2');
+      expect((await store.devices.get(d.udid))!.osVersion).toBe('15.2');
+      // Profiles are untouched by the declaration's arrival.
+      expect(d.profiles.has('dev.muster.bundle.mac-baseline')).toBe(true);
+    }
+    const s = rec.rolloutStatuses().find((r) => r.name === 'mac-updates')!;
+    expect(s.counts['canary.Synced']).toBe(devices.length);
   });
 });

@@ -14,6 +14,7 @@ import { decodePlist, encodePlist } from '../../protocols/apple/plist.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
 import { CertificateAuthority, generateCa } from '../../protocols/pki/ca.js';
 import { createAppleService } from '../../protocols/apple/service.js';
+import { declaration } from '../../protocols/apple/declarations.js';
 import { testDatabase, type TestDatabase } from '../support/db.js';
 import { missingTool } from '../support/tools.js';
 
@@ -53,7 +54,7 @@ describe.skipIf(!!skip)('Apple MDM endpoints', () => {
     const der = CertificateAuthority.toDer(cert);
     await store.identities.add({ certSha256: createHash('sha256').update(der).digest('hex'), serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
     app = Fastify();
-    await app.register(appleRoutes, { service: createAppleService({ store, log: quiet }), auth: { modes: ['signature'], ca }, log: quiet });
+    await app.register(appleRoutes, { service: createAppleService({ store, log: quiet, inventoryOnEnroll: false }), auth: { modes: ['signature'], ca }, log: quiet });
   });
   afterAll(async () => {
     await app?.close();
@@ -92,6 +93,26 @@ describe.skipIf(!!skip)('Apple MDM endpoints', () => {
     expect(r.rawPayload.length).toBe(0);
     const c = await app.inject({ method: 'PUT', url: '/mdm/apple/checkin', payload: garbage, headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin' } });
     expect(c.statusCode).toBe(400);
+  });
+
+  it('serves Declarative Device Management as JSON from the declarations the driver stored', async () => {
+    const ddm = (endpoint: string, data?: Buffer) => put('/mdm/apple/checkin', { MessageType: 'DeclarativeManagement', Endpoint: endpoint, ...(data ? { Data: data } : {}) });
+    const empty = await ddm('tokens');
+    expect(empty.statusCode).toBe(200);
+    expect(empty.headers['content-type']).toMatch(/^application\/json/);
+    const emptyToken = empty.json().SyncTokens.DeclarationsToken;
+    const d = declaration('com.apple.configuration.softwareupdate.enforcement.specific', 'dev.muster.bundle.u.softwareupdate', { TargetOSVersion: '15.2', TargetLocalDateTime: '2026-12-15T17:00:00' });
+    await store.devices.patchEnrollmentState(UDID, { declarations: { [d.Identifier]: d }, declarationsAt: '2026-11-23T10:00:00.000Z' });
+    const tokens = (await ddm('tokens')).json();
+    expect(tokens.SyncTokens).toEqual({ DeclarationsToken: expect.any(String), Timestamp: '2026-11-23T10:00:00Z' });
+    expect(tokens.SyncTokens.DeclarationsToken).not.toBe(emptyToken);
+    const items = (await ddm('declaration-items')).json();
+    expect(items.DeclarationsToken).toBe(tokens.SyncTokens.DeclarationsToken);
+    expect(items.Declarations.Configurations).toContainEqual({ Identifier: d.Identifier, ServerToken: d.ServerToken });
+    expect((await ddm(`declaration/configuration/${d.Identifier}`)).json()).toEqual(d);
+    expect((await ddm('declaration/configuration/dev.muster.nope')).statusCode).toBe(404);
+    expect((await ddm('status', Buffer.from('{not json'))).statusCode).toBe(400);
+    expect((await ddm('status', Buffer.from(JSON.stringify({ StatusItems: {} })))).statusCode).toBe(200);
   });
 
   it('declines UserAuthenticate with 410 and returns the bootstrap token as a plist', async () => {

@@ -1,6 +1,7 @@
 // `muster render BUNDLE --platform P [DIR]`: what a bundle becomes on one
 // platform, exactly as the driver compiles it (secret references unresolved).
 import { Command, Option } from 'commander';
+import { compileDeclarations } from '../../../protocols/apple/declarations.js';
 import { renderApple } from '../../../protocols/apple/render.js';
 import { createDrivers } from '../../drivers.js';
 import { formatText } from '../../policy/diagnostics.js';
@@ -15,6 +16,7 @@ export function registerRender(program: Command, io: CliIO, setExit: (code: numb
     .argument('<bundle>', 'the PolicyBundle name')
     .argument('[dir]', 'policy folder', '.')
     .addOption(new Option('--platform <platform>', 'the platform to render for').choices(['apple', 'windows', 'android', 'agent']).makeOptionMandatory())
+    .option('--ddm', 'apple: print the Declarative Device Management declarations (JSON) instead of the profile')
     .addHelpText(
       'after',
       `
@@ -23,9 +25,10 @@ only when a command is sent to a device.
 
 Examples:
   $ muster render corp-baseline --platform apple policies/ > corp.mobileconfig.xml
+  $ muster render corp-baseline --platform apple --ddm policies/
   $ muster render android-kiosk --platform android policies/`,
     )
-    .action(async (name: string, dir: string, o: { platform: Platform }) => {
+    .action(async (name: string, dir: string, o: { platform: Platform; ddm?: boolean }) => {
       const { result } = await loadTree(io, dir);
       const loaded = result.policySet.bundles.get(name);
       if (!loaded) {
@@ -35,7 +38,17 @@ Examples:
       }
       const bundle = { name, version: loaded.resource.spec.version, hash: result.policySet.hashes.get(name)!, spec: loaded.resource.spec };
       if (o.platform === 'apple') {
+        const declarations = (['macos', 'ios', 'ipados'] as const).flatMap((f) => compileDeclarations([{ ...bundle, rollout: '' }], f, null).map((i) => ({ family: f, declaration: i.payload })));
+        if (o.ddm) {
+          if (!declarations.length) {
+            println(io.stderr, `${name} has no declarations (only osUpdates.minimumVersion with a deadline becomes one)`);
+            setExit(EXIT.failed);
+            return;
+          }
+          return void println(io.stdout, JSON.stringify(declarations, null, 2));
+        }
         const xml = renderApple(bundle);
+        if (declarations.length) println(io.stderr, `${name} also becomes ${declarations.length} Declarative Device Management declaration${declarations.length > 1 ? 's' : ''}: add --ddm to see them`);
         if (!xml) {
           println(io.stderr, `${name} has nothing for Apple devices`);
           setExit(EXIT.failed);
