@@ -48,6 +48,8 @@ export interface AppleMdm {
   enrollmentProfile(opts?: { ttlMs?: number; note?: string }): Promise<{ bytes: Buffer; contentType: string }>;
   /** A one-time link a person opens on the device: GET /mdm/apple/enroll?code=… serves the profile once. */
   enrollmentLink(opts?: { ttlMs?: number; note?: string }): Promise<string>;
+  /** Closes the APNs connections. */
+  close(): Promise<void>;
 }
 
 export const LINK_PURPOSE = 'apple-enroll-link';
@@ -102,6 +104,9 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
       const bytes = enrollmentProfileBytes({ serverUrl: `${base}/mdm/apple/connect`, checkInUrl: `${base}/mdm/apple/checkin`, topic: c.topic, scep: { url: `${base}/mdm/apple/scep`, challenge }, ca }, signer);
       await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null } });
       return { bytes, contentType: ENROLLMENT_CONTENT_TYPE };
+    },
+    async close() {
+      await apns?.close();
     },
     async enrollmentLink(opts = {}) {
       const code = await store.challenges.issue(LINK_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });

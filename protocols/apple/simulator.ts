@@ -4,10 +4,11 @@
 // profile list, answer ProfileList, DeviceInformation and SecurityInfo, and
 // answer NotNow or Error at configurable rates. A push (the APNs seam) makes
 // a device connect.
-import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID, sign, type KeyObject } from 'node:crypto';
 import { algorithm, ctx, int, oid, octets, parseDer, seq, set, toBin, toBuffer, toDer } from '../pki/asn1.js';
 import { OID, readSignedData } from './scep/cms.js';
 import { buildCsr, buildPkiRequest, readCertRep, selfSignedCert } from './scep/client.js';
+import type { Pushable } from './apns-simulator.js';
 import { decodePlist, encodePlist } from './plist.js';
 
 export interface SimulatedAppleOptions {
@@ -35,7 +36,7 @@ interface Installed {
 const SHA256 = '2.16.840.1.101.3.4.2.1';
 const RSA = '1.2.840.113549.1.1.1';
 
-export class SimulatedAppleDevice {
+export class SimulatedAppleDevice implements Pushable {
   readonly udid: string;
   private key!: KeyObject;
   private certDer!: Buffer;
@@ -48,6 +49,9 @@ export class SimulatedAppleDevice {
   /** Declarations it holds (DDM), by identifier, and the token of the last sync. */
   readonly declarations = new Map<string, { Type: string; Identifier: string; ServerToken: string; Payload: Record<string, unknown> }>();
   private declarationsToken = '';
+  /** What its TokenUpdate tells the server; a push service (apns-simulator.ts) finds it by the token. */
+  readonly pushToken = randomBytes(32).toString('hex');
+  readonly pushMagic = randomUUID().toUpperCase();
   /** Its OS version; a software-update enforcement declaration "installs" its target at once. */
   osVersion: string;
   erased = false;
@@ -72,7 +76,9 @@ export class SimulatedAppleDevice {
     this.key = privateKey;
     this.certDer = rep.certificates[0];
     await this.checkin({ MessageType: 'Authenticate', Topic: this.o.topic, SerialNumber: this.o.serialNumber, ProductName: this.o.productName ?? 'Mac15,3', OSVersion: this.osVersion });
-    await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: randomBytes(32), PushMagic: randomBytes(16).toString('hex'), AwaitingConfiguration: false });
+    await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: Buffer.from(this.pushToken, 'hex'), PushMagic: this.pushMagic, AwaitingConfiguration: false });
+    // A device connects right after enrolling, as a real one does (and from then on when pushed).
+    await this.connect();
   }
 
   get certSha256(): string {

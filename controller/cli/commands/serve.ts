@@ -165,6 +165,7 @@ Examples:
 
       const drivers = createDrivers();
       const protocols: Array<(app: FastifyInstance) => Promise<void>> = [];
+      const closers: Array<() => Promise<void>> = [];
       let appleEnrollment: ((opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>) | undefined;
       let appleEnrollmentLink: ((opts: { ttlMs?: number; note?: string }) => Promise<string>) | undefined;
       if (o.appleTopic) {
@@ -206,6 +207,7 @@ Examples:
         });
         drivers.set('apple', apple.driver);
         protocols.push((scope) => apple.register(scope));
+        closers.push(() => apple.close());
         appleEnrollment = (opts) => apple.enrollmentProfile(opts);
         appleEnrollmentLink = (opts) => apple.enrollmentLink(opts);
         log.info('Apple MDM enabled', { topic: o.appleTopic, ca: apple.ca.fingerprint, deviceAuth: modes });
@@ -262,6 +264,8 @@ Examples:
           void (async () => {
             await app.close().catch(() => {});
             await controller.stop().catch(() => {});
+            // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
+            for (const close of closers) await close().catch(() => {});
             await store.close().catch(() => {});
             done();
           })();
