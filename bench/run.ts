@@ -4,11 +4,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../controller/package-root.js';
 import type { Benchmark, BenchRow } from './harness.js';
+import { appleBenchmark } from './apple.js';
 import { reconcileBenchmark } from './reconcile.js';
 import { storeBenchmark } from './store.js';
 import { validateBenchmark } from './validate.js';
 
-const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark];
+const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark];
 
 const fmt = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '' : n >= 100 ? String(Math.round(n)) : String(Math.round(n * 100) / 100));
 

@@ -57,7 +57,7 @@ export class SimulatedAppleDevice implements Pushable {
   erased = false;
   private readonly random: () => number;
 
-  constructor(private readonly o: SimulatedAppleOptions) {
+  constructor(private o: SimulatedAppleOptions) {
     this.udid = o.udid;
     this.random = o.random ?? Math.random;
     this.osVersion = o.osVersion ?? '15.1';
@@ -79,6 +79,23 @@ export class SimulatedAppleDevice implements Pushable {
     await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: Buffer.from(this.pushToken, 'hex'), PushMagic: this.pushMagic, AwaitingConfiguration: false });
     // A device connects right after enrolling, as a real one does (and from then on when pushed).
     await this.connect();
+  }
+
+  /**
+   * Enrolls with an identity issued some other way (benchmarks issue a
+   * thousand certificates directly instead of a thousand SCEP round trips):
+   * Authenticate and TokenUpdate, no initial connection.
+   */
+  async enrollWithIdentity(key: KeyObject, certDer: Buffer): Promise<void> {
+    this.key = key;
+    this.certDer = certDer;
+    await this.checkin({ MessageType: 'Authenticate', Topic: this.o.topic, SerialNumber: this.o.serialNumber, ProductName: this.o.productName ?? 'Mac15,3', OSVersion: this.osVersion });
+    await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: Buffer.from(this.pushToken, 'hex'), PushMagic: this.pushMagic, AwaitingConfiguration: false });
+  }
+
+  /** Talks to another server from now on (benchmarks run the same devices against a baseline). */
+  useServer(url: string): void {
+    this.o = { ...this.o, server: url };
   }
 
   get certSha256(): string {
