@@ -18,6 +18,7 @@ import { appleWake } from './wake.js';
 import { CertificateAuthority, loadOrCreateCa } from '../pki/ca.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
+import type { ScepIssued } from './scep/server.js';
 import { createAppleService, type AppleLog } from './service.js';
 
 export interface AppleConfig {
@@ -81,10 +82,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
           verify: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || store.challenges.verify(x, SCEP_PURPOSE),
           consume: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || !!(await store.challenges.consume(x, SCEP_PURPOSE)),
         },
-        onIssued: async (i) => {
-          await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter });
-          await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null } });
-        },
+        onIssued: (i) => recordScepIssue(store, i),
         renewalAllowed: async (fp) => !(await store.identities.get(fp))?.revokedAt,
       });
       await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca }, log: c.log });
@@ -114,4 +112,15 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
     },
   };
   return mdm;
+}
+
+/**
+ * Every certificate the SCEP CA issues becomes a known identity, audited. A
+ * renewal carries the device over: the new certificate is bound where the
+ * old one was, so the device goes on checking in without a new Authenticate.
+ */
+export async function recordScepIssue(store: Store, i: ScepIssued): Promise<void> {
+  const previous = i.renewalOf ? await store.identities.get(i.renewalOf) : undefined;
+  await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter, ...(previous?.deviceId ? { deviceId: previous.deviceId } : {}) });
+  await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null, device: previous?.deviceId ?? null } });
 }

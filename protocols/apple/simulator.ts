@@ -93,6 +93,19 @@ export class SimulatedAppleDevice implements Pushable {
     await this.checkin({ MessageType: 'TokenUpdate', Topic: this.o.topic, Token: Buffer.from(this.pushToken, 'hex'), PushMagic: this.pushMagic, AwaitingConfiguration: false });
   }
 
+  /** SCEP renewal: a new key and certificate, requested with the current identity (RenewalReq, no challenge). */
+  async renew(): Promise<void> {
+    const caCertDer = Buffer.from(await (await this.fetch(`/mdm/apple/scep?operation=GetCACert`, { method: 'GET' })).arrayBuffer());
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const csr = buildCsr(privateKey, [{ shortName: 'CN', value: this.udid }]);
+    const req = buildPkiRequest({ messageType: 'RenewalReq', csrDer: csr, signerCertDer: this.certDer, signerKey: this.key, caCertDer });
+    const res = await this.fetch(`/mdm/apple/scep?operation=PKIOperation`, { method: 'POST', headers: { 'content-type': 'application/x-pki-message' }, body: req.der });
+    const rep = readCertRep(Buffer.from(await res.arrayBuffer()), { caCertDer, recipientCertDer: this.certDer, recipientKey: this.key });
+    if (rep.status !== 'SUCCESS' || !rep.certificates[0]) throw new Error(`SCEP renewal failed: ${rep.status} failInfo ${rep.failInfo}`);
+    this.key = privateKey;
+    this.certDer = rep.certificates[0];
+  }
+
   /** Talks to another server from now on (benchmarks run the same devices against a baseline). */
   useServer(url: string): void {
     this.o = { ...this.o, server: url };

@@ -15,6 +15,7 @@ import type { Store } from '../../controller/store/index.js';
 import { createAppleDriver, recordAppleResult, recordDeclarationStatus, renderAppleCommand } from '../../protocols/apple/driver.js';
 import { profileUuid } from '../../protocols/apple/profiles.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
+import { recordScepIssue } from '../../protocols/apple/index.js';
 import { generateCa } from '../../protocols/pki/ca.js';
 import { scepRoutes } from '../../protocols/apple/scep/routes.js';
 import { createAppleService } from '../../protocols/apple/service.js';
@@ -67,7 +68,8 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     await app.register(scepRoutes, {
       ca,
       challenges: { verify: (c) => store.challenges.verify(c, 'apple-scep'), consume: async (c) => !!(await store.challenges.consume(c, 'apple-scep')) },
-      onIssued: async (i) => void (await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter })),
+      onIssued: (i) => recordScepIssue(store, i),
+      renewalAllowed: async (fp) => !(await store.identities.get(fp))?.revokedAt,
     });
     const service = createAppleService({ store, log, renderCommand: (c) => renderAppleCommand(c, { secret: () => undefined }), onResult: (c, r) => recordAppleResult(store, c, r), onDeclarativeStatus: (u, r) => recordDeclarationStatus(store, u, r) });
     await app.register(appleRoutes, { service, auth: { modes: ['signature'], ca }, log });
@@ -116,6 +118,18 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     const s = rec.rolloutStatuses()[0]!;
     expect(s.phase).toBe('Healthy');
     expect(s.counts['canary.Synced']).toBe(devices.length);
+  });
+
+  it('keeps a device that renewed its certificate through SCEP bound, without a new Authenticate', async () => {
+    const d = devices[4]!;
+    const old = d.certSha256;
+    await d.renew();
+    expect(d.certSha256).not.toBe(old);
+    expect((await store.identities.get(d.certSha256))!.deviceId).toBe(d.udid);
+    await store.commands.enqueue({ uuid: randomUUID(), deviceId: d.udid, type: 'ProfileList', payload: { RequestType: 'ProfileList', fields: { ManagedOnly: true } } });
+    expect(await d.connect()).toBe(1);
+    const audit = (await store.audit.list({ subject: `certificate/${d.certSha256}` }))[0]!;
+    expect(audit.details).toMatchObject({ type: 'RenewalReq', renewalOf: old, device: d.udid });
   });
 
   it('puts back a profile removed behind its back (drift), seen through ProfileList', async () => {
