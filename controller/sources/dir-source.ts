@@ -11,6 +11,8 @@ export function createDirSource(root: string, opts: { intervalMs?: number; onErr
   let queued: Promise<void> | undefined;
   let listener: ((commit: string) => void | Promise<void>) | undefined;
   let running: Promise<{ commit: string; changed: boolean }> | undefined;
+  /** The commit onChange last accepted. */
+  let notified: string | undefined;
 
   const sync = async () => {
     const read = await readPolicyDir(root);
@@ -21,10 +23,16 @@ export function createDirSource(root: string, opts: { intervalMs?: number; onErr
     last = { commit, read };
     return { commit, changed };
   };
+  // Compared with what onChange last accepted, not with `changed`: a sync() from elsewhere (the controller's
+  // own read) must not swallow a change, and a failed onChange is tried again at the next poll.
   const poll = async () => {
     running ??= sync().finally(() => (running = undefined));
     const r = await running;
-    if (r.changed) await listener?.(r.commit);
+    const onChange = listener;
+    if (onChange && r.commit !== notified) {
+      await onChange(r.commit);
+      if (listener === onChange) notified = r.commit;
+    }
   };
 
   return {
@@ -38,6 +46,7 @@ export function createDirSource(root: string, opts: { intervalMs?: number; onErr
     start(onChange) {
       listener = onChange;
       last = undefined;
+      notified = undefined;
       const loop = () => {
         poll()
           .catch((e: Error) => opts.onError?.(e))
