@@ -18,6 +18,7 @@ import { appleWake } from './wake.js';
 import { CertificateAuthority, loadOrCreateCa } from '../pki/ca.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
+import { queueStaleInventory } from './inventory.js';
 import type { ScepIssued } from './scep/server.js';
 import { createAppleService, type AppleLog } from './service.js';
 
@@ -49,6 +50,8 @@ export interface AppleMdm {
   enrollmentProfile(opts?: { ttlMs?: number; note?: string }): Promise<{ bytes: Buffer; contentType: string }>;
   /** A one-time link a person opens on the device: GET /mdm/apple/enroll?code=… serves the profile once. */
   enrollmentLink(opts?: { ttlMs?: number; note?: string }): Promise<string>;
+  /** Re-asks devices whose inventory is older than maxAgeMs, and pushes them; returns how many. */
+  refreshInventory(maxAgeMs: number): Promise<number>;
   /** Closes the APNs connections. */
   close(): Promise<void>;
 }
@@ -102,6 +105,14 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
       const bytes = enrollmentProfileBytes({ serverUrl: `${base}/mdm/apple/connect`, checkInUrl: `${base}/mdm/apple/checkin`, topic: c.topic, scep: { url: `${base}/mdm/apple/scep`, challenge }, ca }, signer);
       await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null } });
       return { bytes, contentType: ENROLLMENT_CONTENT_TYPE };
+    },
+    async refreshInventory(maxAgeMs) {
+      const asked = await queueStaleInventory(store, { maxAgeMs });
+      if (asked.length) {
+        c.log.info('asked Apple devices for fresh inventory', { devices: asked.length });
+        await mdm.driver.wake?.(asked);
+      }
+      return asked.length;
     },
     async close() {
       await apns?.close();

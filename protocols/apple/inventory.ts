@@ -2,7 +2,7 @@
 // admin asks for a refresh. The answers become device attributes, posture
 // (for compliance) and the installed-application inventory (driver.ts).
 import { commandUuid } from '../../controller/reconcile/reconciler.js';
-import type { NewCommand } from '../../controller/store/index.js';
+import type { NewCommand, Store } from '../../controller/store/index.js';
 import type { AppleFamily } from './profiles.js';
 
 /** DeviceInformation queries: identity, OS and the few facts compliance and selectors use. */
@@ -48,4 +48,31 @@ export function applicationsOf(result: Record<string, unknown>, limit = 5000): {
     apps.push({ identifier, ...(s('Name') ? { name: s('Name') } : {}), ...(s('Version') ? { version: s('Version') } : {}), ...(s('ShortVersion') ? { shortVersion: s('ShortVersion') } : {}) });
   }
   return { count: list.length, apps };
+}
+
+/**
+ * Asks every enrolled Apple device whose security state is older than
+ * `maxAgeMs` (or was never reported) for its inventory again, so compliance
+ * is judged on current facts. The command ids are keyed by the age window,
+ * so running this often queues each device's refresh once per window.
+ * Returns the devices asked (to push them).
+ */
+export async function queueStaleInventory(store: Store, o: { maxAgeMs: number; now?: Date; pageSize?: number }): Promise<string[]> {
+  const now = o.now ?? new Date();
+  const window = String(Math.floor(now.getTime() / o.maxAgeMs));
+  const asked: string[] = [];
+  let afterId: string | undefined;
+  for (;;) {
+    const page = await store.devices.list({ platform: 'apple', limit: o.pageSize ?? 1000, ...(afterId ? { afterId } : {}) });
+    if (page.length === 0) return asked;
+    afterId = page[page.length - 1]!.id;
+    const seen = await store.devices.reportedMany(page.map((d) => d.id), 'apple.securityInfo');
+    for (const d of page) {
+      const at = seen.get(d.id)?.reportedAt;
+      if (at && now.getTime() - at.getTime() < o.maxAgeMs) continue;
+      if ((await store.devices.getEnrollment(d.id))?.status !== 'enrolled') continue;
+      const r = await store.commands.enqueue(inventoryCommands(d.id, `refresh:${window}`));
+      if (r.inserted.length) asked.push(d.id);
+    }
+  }
 }

@@ -16,6 +16,7 @@ import { createAppleDriver, recordAppleResult, recordDeclarationStatus, renderAp
 import { profileUuid } from '../../protocols/apple/profiles.js';
 import { appleRoutes } from '../../protocols/apple/routes.js';
 import { recordScepIssue } from '../../protocols/apple/index.js';
+import { queueStaleInventory } from '../../protocols/apple/inventory.js';
 import { generateCa } from '../../protocols/pki/ca.js';
 import { scepRoutes } from '../../protocols/apple/scep/routes.js';
 import { createAppleService } from '../../protocols/apple/service.js';
@@ -156,6 +157,18 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     expect(c.state).toBe('noncompliant');
     expect(c.checks.find((x) => x.rule === 'disk-encrypted')).toMatchObject({ status: 'fail', bundle: 'mac-baseline', severity: 'critical' });
     expect(c.checks.find((x) => x.rule === 'passcode')).toMatchObject({ status: 'pass', severity: 'warning' });
+  });
+
+  it('asks again for inventory only where it is older than the interval, once per interval', async () => {
+    const day = 86_400_000;
+    // Everything was reported moments ago: nothing is stale yet.
+    expect(await queueStaleInventory(store, { maxAgeMs: day })).toEqual([]);
+    const later = new Date(Date.now() + 2 * day);
+    const asked = await queueStaleInventory(store, { maxAgeMs: day, now: later });
+    expect(asked.sort()).toEqual(devices.map((d) => d.udid).sort());
+    expect(await queueStaleInventory(store, { maxAgeMs: day, now: later })).toEqual([]); // queued once per window
+    await settle();
+    expect(devices.every((d) => d.seen.filter((t) => t === 'InstalledApplicationList').length >= 2)).toBe(true);
   });
 
   it('locks a Mac with a PIN only the admin gets back, erases only when confirmed, and audits both', async () => {

@@ -50,6 +50,7 @@ interface ServeOpts {
   apnsKeyId?: string;
   apnsTeamId?: string;
   apnsUrl?: string;
+  appleInventoryEvery: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -82,6 +83,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--github-repo <owner/name>', 'report commit statuses to this GitHub repository (needs $GITHUB_TOKEN)')
     .option('--github-url <url>', 'GitHub API URL for GitHub Enterprise (default: $GITHUB_API_URL or https://api.github.com)')
     .option('--apple-topic <topic>', 'enable Apple MDM with this APNs push topic (com.apple.mgmt.External.…); needs $MUSTER_CA_PASSPHRASE and an https --public-url')
+    .option('--apple-inventory-every <duration>', 'Apple: ask each device again for its inventory and security state this often (feeds compliance)', '24h')
     .option('--ca-dir <dir>', 'where the SCEP CA key (encrypted) and certificate live (default: .muster/ca)')
     .option('--apns-cert <file>', 'APNs: the MDM push certificate (PEM), with --apns-key')
     .option('--apns-key <file>', 'APNs: the push certificate\'s private key (PEM)')
@@ -208,6 +210,11 @@ Examples:
         drivers.set('apple', apple.driver);
         protocols.push((scope) => apple.register(scope));
         closers.push(() => apple.close());
+        // Checked often, acted on per device once its inventory is older than the interval.
+        const inventoryMs = ms('apple-inventory-every', o.appleInventoryEvery);
+        const inventoryTimer = setInterval(() => void apple.refreshInventory(inventoryMs).catch((e: Error) => log.warn('inventory refresh failed', { error: e.message })), Math.min(3_600_000, Math.max(10_000, inventoryMs / 4)));
+        inventoryTimer.unref();
+        closers.push(async () => clearInterval(inventoryTimer));
         appleEnrollment = (opts) => apple.enrollmentProfile(opts);
         appleEnrollmentLink = (opts) => apple.enrollmentLink(opts);
         log.info('Apple MDM enabled', { topic: o.appleTopic, ca: apple.ca.fingerprint, deviceAuth: modes });
