@@ -89,7 +89,7 @@ export interface CommandQueue {
   /** Claims the next deliverable commands of one device (state → sent, attempts + 1). */
   nextForDevice(deviceId: string, opts?: ClaimOptions, q?: Queryable): Promise<Command[]>;
   /** Claims deliverable commands across all devices. */
-  claim(opts?: ClaimOptions, q?: Queryable): Promise<Command[]>;
+  claim(opts?: ClaimOptions & { /** Only commands of these types (a worker for one protocol). */ types?: readonly string[] }, q?: Queryable): Promise<Command[]>;
   /** Records a device's answer; idempotent. */
   report(uuid: string, report: CommandReport, q?: Queryable): Promise<ReportOutcome>;
   get(uuid: string, q?: Queryable): Promise<Command | undefined>;
@@ -236,6 +236,7 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
     },
 
     claim(o = {}, q = db) {
+      if (o.types) return claimWhere(`state = 'pending' AND type = ANY($1::text[])`, [[...o.types]], { limit: 100, ...o }, q);
       return claimWhere(`state = 'pending'`, [], { limit: 100, ...o }, q);
     },
 

@@ -162,6 +162,19 @@ describe.each(backends)('command queue on %s', (backend) => {
     ]);
   });
 
+  it('lets a worker claim only its own command types', async () => {
+    const d = await device();
+    const mine = randomUUID();
+    const theirs = randomUUID();
+    await store.commands.enqueue([
+      { uuid: theirs, deviceId: d, type: 'InstallProfile', priority: 2_000_000 },
+      { uuid: mine, deviceId: d, type: 'amapi.applyPolicy', priority: 2_000_000 },
+    ]);
+    const got = (await store.commands.claim({ limit: 100, types: ['amapi.applyPolicy', 'amapi.issueCommand'] })).filter((c) => c.deviceId === d);
+    expect(got.map((c) => c.uuid)).toEqual([mine]);
+    expect((await store.commands.get(theirs))!.state).toBe('pending');
+  });
+
   it('expires commands past expires_at and never delivers them', async () => {
     const d = await device();
     const uuid = randomUUID();
