@@ -179,9 +179,17 @@ export interface PolicyBundleSpec {
   platforms?: Platform[];
   settings?: Settings;
   apple?: { payloads?: ApplePayload[] };
-  windows?: { settings?: WindowsSetting[] };
+  windows?: { settings?: WindowsSetting[]; poll?: WindowsPoll };
   android?: { policy?: Record<string, unknown> };
   compliance?: ComplianceRule[];
+}
+
+/** The DMClient poll schedule: two finite sets of polls after enrollment, then a steady interval. */
+export interface WindowsPoll {
+  first?: { every: string; times: number };
+  second?: { every: string; times: number };
+  then?: string;
+  onLogin?: boolean;
 }
 
 export type PolicyBundle = ResourceBase<'PolicyBundle', PolicyBundleSpec>;
