@@ -28,9 +28,37 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Protocol endpoint plugins (Apple, Windows, Android), each registered in its own scope. */
   protocols?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
-  /** Apple enrollment: a signed .mobileconfig with a fresh one-time challenge, or a one-time link to one. */
-  appleEnrollment?: (opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>;
-  appleEnrollmentLink?: (opts: { ttlMs?: number; note?: string }) => Promise<string>;
+  /**
+   * Serve HTTPS with this certificate. Clients are asked for a certificate
+   * but not required to give one, and it is not judged here: the protocols
+   * that authenticate devices by it check it against their own CA.
+   */
+  https?: { cert: string; key: string };
+  /** Enrollment per platform (`POST /api/v1/enroll/PLATFORM`): profiles, credentials, tokens. */
+  enrollers?: ReadonlyMap<Platform, Enroller>;
+}
+
+/** What `POST /api/v1/enroll/PLATFORM` hands a protocol: the JSON body, the query, and who asked. */
+export interface EnrollRequest {
+  body: Record<string, unknown>;
+  query: Record<string, string | undefined>;
+  /** The token's name, for notes and audit. */
+  actor: string;
+}
+/** JSON for the caller, or a file to download (an enrollment profile). */
+export type EnrollAnswer = { json: unknown } | { file: { bytes: Buffer; contentType: string; filename: string } };
+export type Enroller = (r: EnrollRequest) => Promise<EnrollAnswer>;
+
+/** A request an enroller refuses (answered 400 with the message). */
+export class EnrollRequestError extends Error {
+  override name = 'EnrollRequestError';
+}
+
+/** `ttlHours` from an enrollment request: hours, more than 0 and at most maxHours (default 24). */
+export function ttlHoursOf(body: Record<string, unknown>, maxHours = 24 * 30, defaultHours = 24): number {
+  const v = body.ttlHours ?? defaultHours;
+  if (typeof v !== 'number' || !(v > 0 && v <= maxHours)) throw new EnrollRequestError(`ttlHours must be a number of hours above 0 and at most ${maxHours}`);
+  return v;
 }
 
 declare module 'fastify' {
@@ -40,7 +68,8 @@ declare module 'fastify' {
 }
 
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
-  const app: FastifyInstance = Fastify({ loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) });
+  const https = o.https ? { https: { ...o.https, requestCert: true, rejectUnauthorized: false } } : {};
+  const app = Fastify({ ...https, loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance;
   await app.register(operationsRoutes, o);
   await app.register(webhookRoutes, o);
   await app.register(adminRoutes, { ...o, prefix: '/api/v1' } as AppOptions & { prefix: string });
@@ -203,14 +232,22 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       throw e;
     }
   });
-  app.post<{ Body: { ttlHours?: number; note?: string } | undefined }>('/enroll/apple', operate, async (req, reply) => {
-    if (!o.appleEnrollment) return reply.code(404).send({ error: 'Apple MDM is not enabled on this server (muster serve --apple-topic …)' });
-    const ttlHours = req.body?.ttlHours ?? 24;
-    if (!(ttlHours > 0 && ttlHours <= 24 * 30)) return reply.code(400).send({ error: 'ttlHours must be between 0 and 720' });
-    const note = `${req.body?.note ?? ''} (by ${req.token!.name})`.trim();
-    if (req.query && (req.query as { link?: string }).link === '1' && o.appleEnrollmentLink) return { url: await o.appleEnrollmentLink({ ttlMs: ttlHours * 3_600_000, note }) };
-    const p = await o.appleEnrollment({ ttlMs: ttlHours * 3_600_000, note });
-    return reply.type(p.contentType).header('content-disposition', 'attachment; filename="muster-enroll.mobileconfig"').send(p.bytes);
+  app.post<{ Params: { platform: string }; Body: Record<string, unknown> | undefined; Querystring: Record<string, string | undefined> }>('/enroll/:platform', operate, async (req, reply) => {
+    const platform = req.params.platform as Platform;
+    const enroller = o.enrollers?.get(platform);
+    if (!enroller) {
+      const flag = { apple: '--apple-topic', windows: '--windows', android: '--android-enterprise' }[platform as string];
+      return reply.code(404).send({ error: flag ? `${platform} enrollment is not enabled on this server (muster serve ${flag} …)` : `no platform "${platform}" (apple, windows, android)` });
+    }
+    const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? req.body : {};
+    try {
+      const answer = await enroller({ body, query: req.query ?? {}, actor: req.token!.name });
+      if ('json' in answer) return answer.json;
+      return reply.type(answer.file.contentType).header('content-disposition', `attachment; filename="${answer.file.filename}"`).send(answer.file.bytes);
+    } catch (e) {
+      if (e instanceof EnrollRequestError) return reply.code(400).send({ error: e.message });
+      throw e;
+    }
   });
   app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {
     const files = req.body?.files;

@@ -2,7 +2,6 @@
 // endpoints, the enrollment profile, and the driver — built from one
 // configuration. Everything Apple-specific stays behind this function.
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import forge from 'node-forge';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
@@ -15,7 +14,7 @@ import { signProfile } from './profiles.js';
 import { appleRoutes } from './routes.js';
 import { createApnsClient, type ApnsOptions } from './apns.js';
 import { appleWake } from './wake.js';
-import { CertificateAuthority, loadOrCreateCa } from '../pki/ca.js';
+import type { CertificateAuthority } from '../pki/ca.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
 import { queueStaleInventory } from './inventory.js';
@@ -23,9 +22,8 @@ import type { ScepIssued } from './scep/server.js';
 import { createAppleService, type AppleLog } from './service.js';
 
 export interface AppleConfig {
-  /** Folder of the CA key (encrypted) and certificate. */
-  caDir: string;
-  caPassphrase: string;
+  /** The device CA (shared with the other protocols that issue identities). */
+  ca: CertificateAuthority;
   /** The APNs push topic of the push certificate (com.apple.mgmt.External.…). */
   topic: string;
   /** The https URL devices reach this server at. */
@@ -59,7 +57,7 @@ export interface AppleMdm {
 export const LINK_PURPOSE = 'apple-enroll-link';
 
 export async function createAppleMdm(store: Store, c: AppleConfig): Promise<AppleMdm> {
-  const ca = await loadOrCreateCa({ keyFile: join(c.caDir, 'ca.key'), certFile: join(c.caDir, 'ca.pem'), passphrase: c.caPassphrase });
+  const ca = c.ca;
   // Profiles are signed by a certificate the CA issues at start-up (kept in memory only).
   const keys = forge.pki.rsa.generateKeyPair(2048);
   const signerCert = ca.issue({ publicKey: keys.publicKey, subject: [{ name: 'commonName', value: 'Muster profile signing' }], ekus: ['codeSigning'], validityDays: 30 });

@@ -1,17 +1,14 @@
 // `muster serve`: the controller in one process — the policy source, the
 // reconciler, the admin API and the protocol endpoints on one port, on the
 // embedded database unless DATABASE_URL says otherwise.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import type { FastifyInstance } from 'fastify';
-import { createAppleMdm } from '../../../protocols/apple/index.js';
-import type { DeviceAuthMode } from '../../../protocols/apple/auth.js';
 import { createDrivers } from '../../drivers.js';
-import { parseDuration } from '../../rollout/duration.js';
 import { Reconciler } from '../../reconcile/reconciler.js';
 import { createGithubReporter, parseRepo } from '../../report/github.js';
-import { buildApp } from '../../server/app.js';
+import { buildApp, type Enroller } from '../../server/app.js';
 import { createPino, logOf } from '../../server/log.js';
 import { Controller } from '../../serve/controller.js';
 import { createDirSource } from '../../sources/dir-source.js';
@@ -21,8 +18,10 @@ import { verifyGithubSignature } from '../../sources/webhook.js';
 import { SimulatedFleet } from '../../../protocols/simulated/fleet.js';
 import { CliError, EXIT, type CliIO } from '../io.js';
 import { openTarget, targetOf } from './db.js';
+import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
+import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
-interface ServeOpts {
+interface ServeOpts extends AppleServeOpts {
   source: string;
   sourceType?: 'git' | 'dir';
   branch: string;
@@ -41,29 +40,16 @@ interface ServeOpts {
   githubUrl?: string;
   logFormat?: 'json' | 'pretty';
   logLevel: string;
-  appleTopic?: string;
   caDir?: string;
-  deviceAuth: string;
-  apnsCert?: string;
-  apnsKey?: string;
-  apnsP8?: string;
-  apnsKeyId?: string;
-  apnsTeamId?: string;
-  apnsUrl?: string;
-  appleInventoryEvery: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
 const isGitRepo = (dir: string) => existsSync(join(dir, '.git')) || (existsSync(join(dir, 'HEAD')) && existsSync(join(dir, 'objects')));
 
-const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undefined => {
-  if (env[name]) return env[name];
-  const file = env[`${name}_FILE`];
-  return file ? readFileSync(file, 'utf8').trim() : undefined;
-};
-
 export function registerServe(program: Command, io: CliIO): void {
-  program
+  const cmd = program
     .command('serve')
     .description('Run the controller: watch the policy source, roll out, converge devices, serve the API and device endpoints')
     .option('--source <git-url|dir>', 'a Git URL or repository (https, ssh, file://, a path), or a plain folder', '.')
@@ -82,18 +68,12 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--simulate-fail <bundle@version...>', 'simulated devices reject these bundles (to watch a rollback)')
     .option('--github-repo <owner/name>', 'report commit statuses to this GitHub repository (needs $GITHUB_TOKEN)')
     .option('--github-url <url>', 'GitHub API URL for GitHub Enterprise (default: $GITHUB_API_URL or https://api.github.com)')
-    .option('--apple-topic <topic>', 'enable Apple MDM with this APNs push topic (com.apple.mgmt.External.…); needs $MUSTER_CA_PASSPHRASE and an https --public-url')
-    .option('--apple-inventory-every <duration>', 'Apple: ask each device again for its inventory and security state this often (feeds compliance)', '24h')
-    .option('--ca-dir <dir>', 'where the SCEP CA key (encrypted) and certificate live (default: .muster/ca)')
-    .option('--apns-cert <file>', 'APNs: the MDM push certificate (PEM), with --apns-key')
-    .option('--apns-key <file>', 'APNs: the push certificate\'s private key (PEM)')
-    .option('--apns-p8 <file>', 'APNs token auth: the .p8 key, with --apns-key-id and --apns-team-id')
-    .option('--apns-key-id <id>', 'APNs token auth: the key id')
-    .option('--apns-team-id <id>', 'APNs token auth: the team id')
-    .option('--apns-url <url>', 'APNs server (default: production; https://api.sandbox.push.apple.com for development)')
-    .option('--device-auth <modes>', 'how Apple devices prove who they are, in order: signature, header, mtls', 'signature')
+    .option('--ca-dir <dir>', 'where the device CA key (encrypted) and certificate live (default: .muster/ca)')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate chain (PEM), and ask clients for certificates (device mTLS)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
-    .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
+  appleOptions(cmd)
     .addHelpText(
       'after',
       `
@@ -111,13 +91,10 @@ Examples:
       --listen 0.0.0.0:8080 --public-url https://mdm.acme.com --github-repo acme/device-policy`,
     )
     .action(async (o: ServeOpts) => {
-      const ms = (flag: string, v: string) => {
-        try {
-          return parseDuration(v);
-        } catch (e) {
-          throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
-        }
-      };
+      const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
+      const pino = createPino({ level: o.logLevel, pretty, destination: io.stdout as NodeJS.WritableStream });
+      const log = logOf(pino);
+      const ms = durationFlag;
       const tickMs = ms('tick', o.tick);
       const resyncMs = ms('resync', o.resync);
       const gitMs = ms('git-interval', o.gitInterval);
@@ -125,10 +102,13 @@ Examples:
       if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
       if (!Number.isInteger(simulate) || simulate < 0 || simulate > 1_000_000) throw new CliError('--simulate: a number of devices (0 to 1,000,000)', EXIT.usage);
+      // Each protocol's mount, in order; one that is not enabled by its flags gives undefined.
+      const mountsWanted: Array<(ctx: ServeContext) => Promise<ProtocolMount | undefined>> = [(c) => mountApple(o, c)];
+      const enabling = [o.appleTopic && '--apple-topic'].filter(Boolean);
+      if (simulate > 0 && enabling.length) throw new CliError(`--simulate stands in for devices on every platform; use it without ${enabling.join(', ')}`, EXIT.usage);
 
-      const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
-      const pino = createPino({ level: o.logLevel, pretty, destination: io.stdout as NodeJS.WritableStream });
-      const log = logOf(pino);
+      if (!!o.tlsCert !== !!o.tlsKey) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
+      const tls = o.tlsCert && o.tlsKey ? { cert: readFlagFile(io, o.tlsCert, 'tls-cert'), key: readFlagFile(io, o.tlsKey, 'tls-key') } : undefined;
 
       const target = targetOf(io, { ...o, output: 'text' });
       const store = await openTarget(target, true);
@@ -166,59 +146,17 @@ Examples:
       }
 
       const drivers = createDrivers();
-      const protocols: Array<(app: FastifyInstance) => Promise<void>> = [];
-      const closers: Array<() => Promise<void>> = [];
-      let appleEnrollment: ((opts: { ttlMs?: number; note?: string }) => Promise<{ bytes: Buffer; contentType: string }>) | undefined;
-      let appleEnrollmentLink: ((opts: { ttlMs?: number; note?: string }) => Promise<string>) | undefined;
-      if (o.appleTopic) {
-        if (simulate > 0) throw new CliError('--simulate stands in for devices on every platform; use it without --apple-topic', EXIT.usage);
-        const passphrase = secretFrom(io.env, 'MUSTER_CA_PASSPHRASE');
-        if (!passphrase) throw new CliError('--apple-topic needs $MUSTER_CA_PASSPHRASE (or _FILE): it encrypts the SCEP CA key at rest', EXIT.usage);
-        const publicUrl = o.publicUrl ?? '';
-        if (!publicUrl.startsWith('https://')) throw new CliError('--apple-topic needs --public-url https://…: Apple devices only enroll over https', EXIT.usage);
-        const modes = o.deviceAuth.split(',').map((x) => x.trim());
-        if (!modes.length || modes.some((x) => !['signature', 'header', 'mtls'].includes(x))) throw new CliError('--device-auth: a comma-separated list of signature, header, mtls', EXIT.usage);
-        const caDir = resolve(io.cwd, o.caDir ?? join('.muster', 'ca'));
-        mkdirSync(caDir, { recursive: true });
-        const staticChallenge = secretFrom(io.env, 'MUSTER_SCEP_CHALLENGE');
-        let apns: NonNullable<Parameters<typeof createAppleMdm>[1]['apns']> | undefined;
-        const read = (f: string, flag: string) => {
-          try {
-            return readFileSync(resolve(io.cwd, f), 'utf8');
-          } catch (e) {
-            throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
-          }
-        };
-        if (o.apnsCert || o.apnsKey) {
-          if (!o.apnsCert || !o.apnsKey) throw new CliError('--apns-cert and --apns-key go together', EXIT.usage);
-          apns = { auth: { kind: 'certificate', certPem: read(o.apnsCert, 'apns-cert'), keyPem: read(o.apnsKey, 'apns-key') }, ...(o.apnsUrl ? { url: o.apnsUrl } : {}) };
-        } else if (o.apnsP8) {
-          if (!o.apnsKeyId || !o.apnsTeamId) throw new CliError('--apns-p8 needs --apns-key-id and --apns-team-id', EXIT.usage);
-          apns = { auth: { kind: 'token', keyPem: read(o.apnsP8, 'apns-p8'), keyId: o.apnsKeyId, teamId: o.apnsTeamId }, ...(o.apnsUrl ? { url: o.apnsUrl } : {}) };
-        } else log.warn('Apple MDM without APNs (--apns-cert/--apns-key or --apns-p8): devices get their work only when they check in on their own');
-        const apple = await createAppleMdm(store, {
-          ...(apns ? { apns } : {}),
-          caDir,
-          caPassphrase: passphrase,
-          topic: o.appleTopic,
-          publicUrl,
-          deviceAuth: modes as DeviceAuthMode[],
-          ...(staticChallenge ? { staticChallenge } : {}),
-          secret: (name) => io.env[`MUSTER_SECRET_${name.replace(/[.-]/g, '_').toUpperCase()}`],
-          log,
-        });
-        drivers.set('apple', apple.driver);
-        protocols.push((scope) => apple.register(scope));
-        closers.push(() => apple.close());
-        // Checked often, acted on per device once its inventory is older than the interval.
-        const inventoryMs = ms('apple-inventory-every', o.appleInventoryEvery);
-        const inventoryTimer = setInterval(() => void apple.refreshInventory(inventoryMs).catch((e: Error) => log.warn('inventory refresh failed', { error: e.message })), Math.min(3_600_000, Math.max(10_000, inventoryMs / 4)));
-        inventoryTimer.unref();
-        closers.push(async () => clearInterval(inventoryTimer));
-        appleEnrollment = (opts) => apple.enrollmentProfile(opts);
-        appleEnrollmentLink = (opts) => apple.enrollmentLink(opts);
-        log.info('Apple MDM enabled', { topic: o.appleTopic, ca: apple.ca.fingerprint, deviceAuth: modes });
+      const ctx = serveContext({ io, store, log, ...(o.publicUrl ? { publicUrl: o.publicUrl } : {}), ...(o.caDir ? { caDir: o.caDir } : {}) });
+      const mounts: ProtocolMount[] = [];
+      for (const mount of mountsWanted) {
+        const m = await mount(ctx);
+        if (!m) continue;
+        mounts.push(m);
+        drivers.set(m.platform, m.driver);
+        log.info(`${m.platform} MDM enabled`, m.describe);
       }
+      const protocols: Array<(app: FastifyInstance) => Promise<void>> = mounts.map((m) => (scope) => m.register(scope));
+      const enrollers = new Map(mounts.filter((m) => m.enroller).map((m) => [m.platform, m.enroller!] as [typeof m.platform, Enroller]));
       const reconciler = new Reconciler({ store, drivers, log });
       const controller = new Controller({ store, source, reconciler, log, tickMs, resyncMs, ...(reporter ? { reporter } : {}) });
       const webhookSecret = secretFrom(io.env, 'MUSTER_WEBHOOK_SECRET');
@@ -229,8 +167,8 @@ Examples:
         drivers,
         logger: pino,
         protocols,
-        ...(appleEnrollment ? { appleEnrollment } : {}),
-        ...(appleEnrollmentLink ? { appleEnrollmentLink } : {}),
+        enrollers,
+        ...(tls ? { https: tls } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
       });
 
@@ -248,6 +186,7 @@ Examples:
       }
 
       await controller.start();
+      for (const m of mounts) m.start?.();
       const address = await app.listen({ host: m[1]!, port: Number(m[2]) });
       log.info('muster is serving', { url: address, source: git ? `${redactGitUrl(o.source)} (${o.branch})` : source.description, database: target.label });
 
@@ -272,7 +211,7 @@ Examples:
             await app.close().catch(() => {});
             await controller.stop().catch(() => {});
             // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
-            for (const close of closers) await close().catch(() => {});
+            for (const m of mounts) await m.close().catch(() => {});
             await store.close().catch(() => {});
             done();
           })();
