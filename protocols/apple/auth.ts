@@ -2,15 +2,16 @@
 // client certificate (mTLS), a certificate a trusted proxy forwards in a
 // header (RFC 9440 `Client-Cert: :<base64 DER>:`, or a URL-escaped PEM as
 // nginx's $ssl_client_escaped_cert), or the Mdm-Signature header — a
-// detached CMS SignedData over the body. node-forge cannot verify CMS, so the
+// detached CMS SignedData over the body. The first two are shared with
+// Windows (protocols/pki/client-cert.ts). node-forge cannot verify CMS, so the
 // signer is checked here on forge's bounded ASN.1 parser (protocols/pki/asn1.ts), which
 // also accepts the BER indefinite lengths real devices send. Real devices
 // sign with SHA-1 and no signed attributes: the RSA signature is then over
 // the body's digest directly.
 import { X509Certificate, createHash, verify } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
 import { toBuffer, toDer } from '../pki/asn1.js';
 import type { CertificateAuthority } from '../pki/ca.js';
+import { ClientCertError, certFromHeader, certFromTls, firstHeader } from '../pki/client-cert.js';
 import { DIGEST_OIDS, identifies, readSignedData, verifySigner } from './scep/cms.js';
 
 export type DeviceAuthMode = 'mtls' | 'header' | 'signature';
@@ -63,31 +64,16 @@ export function authenticateDevice(req: AuthRequest, o: DeviceAuthOptions): { ce
   throw new DeviceAuthError(errors.length ? errors.join('; ') : `no device certificate (accepted: ${o.modes.join(', ')})`);
 }
 
-const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+const first = firstHeader;
+const fromTls = certFromTls;
 
-function fromTls(socket: unknown): Buffer | undefined {
-  const s = socket as Partial<TLSSocket> | undefined;
-  if (!s || typeof s.getPeerCertificate !== 'function') return undefined;
-  const c = s.getPeerCertificate(false);
-  return c && c.raw && c.raw.length ? c.raw : undefined;
-}
-
-/** RFC 9440 `:base64:` byte sequence, or a URL-escaped PEM. */
+/** RFC 9440 `:base64:` byte sequence, or a URL-escaped PEM (protocols/pki/client-cert.ts). */
 export function fromHeader(value: string | undefined): Buffer | undefined {
-  if (!value) return undefined;
-  const v = value.trim();
-  if (v.length > 16 * 1024) throw new DeviceAuthError('client certificate header too large');
-  const sf = /^:([A-Za-z0-9+/=]+):$/.exec(v);
-  if (sf) return Buffer.from(sf[1]!, 'base64');
-  let pem: string;
   try {
-    pem = decodeURIComponent(v);
-  } catch {
-    throw new DeviceAuthError('client certificate header is neither :base64: nor a URL-escaped PEM');
+    return certFromHeader(value);
+  } catch (e) {
+    throw e instanceof ClientCertError ? new DeviceAuthError(e.message) : e;
   }
-  const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
-  if (!m) throw new DeviceAuthError('client certificate header is neither :base64: nor a URL-escaped PEM');
-  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
 }
 
 /** Verifies the detached signature over `body`; returns the signer's certificate. */
