@@ -14,6 +14,7 @@ import { type MigrationResult, migrate } from './migrate.js';
 import { type RolloutStore, createRolloutStore } from './rollouts.js';
 import { type SourceStateStore, createSourceStateStore } from './source-state.js';
 import { type TokenStore, createTokenStore } from './tokens.js';
+import { type WindowsSessionStore, createWindowsSessionStore } from './windows-sessions.js';
 
 export interface StoreOptions {
   /** postgres://... ; PGlite when absent. See storeOptionsFromEnv() for DATABASE_URL. */
@@ -49,6 +50,7 @@ export interface Store {
   sourceState: SourceStateStore;
   tokens: TokenStore;
   challenges: EnrollmentChallenges;
+  windowsSessions: WindowsSessionStore;
   /** One transaction; pass `tx` as the last argument of the store functions to join it. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   migrate(): Promise<MigrationResult>;
@@ -147,6 +149,7 @@ export function createStore(db: Db, migrations: MigrationResult, queue?: QueueOp
     sourceState: createSourceStateStore(db),
     tokens: createTokenStore(db),
     challenges: createEnrollmentChallenges(db),
+    windowsSessions: createWindowsSessionStore(db),
     transaction: (fn) => db.transaction(fn),
     migrate: () => migrate(db),
     async close() {
@@ -169,6 +172,7 @@ export type * from './assignments.js';
 export type * from './source-state.js';
 export type * from './tokens.js';
 export type * from './challenges.js';
+export type * from './windows-sessions.js';
 export { scopeAllows, TOKEN_SCOPES } from './tokens.js';
 export { BundleConflictError, contentHash } from './bundles.js';
 export { GENESIS_HASH, auditHash } from './audit.js';

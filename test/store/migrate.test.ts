@@ -24,6 +24,7 @@ const TABLES = [
   'rollouts',
   'schema_migrations',
   'source_state',
+  'windows_sessions',
 ];
 
 const extra = (version: number, sql: string): Migration => ({

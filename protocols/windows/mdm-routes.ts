@@ -1,0 +1,57 @@
+// The Windows OMA-DM endpoint as one fastify plugin: read the body raw,
+// decode the SyncML, authenticate the certificate, call the service, write
+// the answer (application/vnd.syncml.dm+xml, never chunked). An unreadable
+// message is a 400 with a short reason; a refused certificate a 403 (see
+// auth.ts for why not 401); nothing internal reaches the device.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { WindowsAuthError, authenticateWindowsDevice, type WindowsAuthOptions } from './auth.js';
+import type { WindowsMdmLog, WindowsMdmService } from './mdm-service.js';
+import { SYNCML_CONTENT_TYPE, SyncmlError, decodeClientMessage } from './syncml/wire.js';
+
+export interface WindowsMdmRoutesOptions {
+  service: WindowsMdmService;
+  auth: WindowsAuthOptions;
+  log: WindowsMdmLog;
+  /** Largest message accepted. Default 1 MiB (Windows' own MaxMsgSize is far below). */
+  maxBodyBytes?: number;
+}
+
+export const MDM_PATH = '/ManagementServer/MDM.svc';
+
+export async function windowsMdmRoutes(app: FastifyInstance, o: WindowsMdmRoutesOptions): Promise<void> {
+  const limit = o.maxBodyBytes ?? 1024 * 1024;
+  // Encapsulated in this plugin: other routes keep their own parsers.
+  for (const type of [SYNCML_CONTENT_TYPE, 'application/vnd.syncml.dm+wbxml', 'application/xml', 'text/xml']) {
+    app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
+  }
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
+
+  const text = (reply: FastifyReply, code: number, body: string) => reply.code(code).header('content-type', 'text/plain; charset=utf-8').send(body);
+
+  app.post(MDM_PATH, async (req: FastifyRequest, reply: FastifyReply) => {
+    if (String(req.headers['content-type'] ?? '').toLowerCase().startsWith('application/vnd.syncml.dm+wbxml')) {
+      // Muster provisions devices for XML (DEFAULTENCODING); WBXML is not read.
+      return text(reply, 415, 'WBXML is not supported: send application/vnd.syncml.dm+xml');
+    }
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    let msg;
+    try {
+      msg = decodeClientMessage(body, { maxBytes: limit });
+    } catch (e) {
+      if (!(e instanceof SyncmlError)) throw e;
+      o.log.warn('unreadable OMA-DM message', { remote: req.ip, error: e.message });
+      return text(reply, 400, `unreadable SyncML: ${e.message}`);
+    }
+    let cert;
+    try {
+      cert = authenticateWindowsDevice({ headers: req.headers, socket: req.raw.socket }, o.auth);
+    } catch (e) {
+      if (!(e instanceof WindowsAuthError)) throw e;
+      o.log.warn('OMA-DM message without a valid device certificate', { device: msg.hdr.source.locUri.slice(0, 128), reason: e.message });
+      return text(reply, 403, 'device certificate not accepted');
+    }
+    const a = await o.service.handle(msg, cert);
+    if (a.status !== 200) return text(reply, a.status, a.error);
+    return reply.code(200).header('content-type', SYNCML_CONTENT_TYPE).send(a.body);
+  });
+}
