@@ -23,7 +23,8 @@ export const CREDENTIAL_PURPOSE = 'windows-enroll';
 export const TOKEN_PURPOSE = 'windows-enroll-token';
 /** Prefixes a federated token; '_' is outside base64, so a token sent raw is told from one sent encoded. */
 export const TOKEN_PREFIX = 'muster_wab_';
-export const GROUP_LABEL = 'muster.dev/enrollment-group';
+/** The attribute the credential's group becomes; selectors match it as muster.dev/enrollment-group. */
+export const GROUP_ATTRIBUTE = 'enrollment-group';
 
 export const PATHS = {
   discovery: '/EnrollmentServer/Discovery.svc',
@@ -129,7 +130,7 @@ export interface IssueCredentialOptions {
   domain: string;
   /** The local part; default "enroll-<random>". */
   user?: string;
-  /** Devices enrolled with it get the label muster.dev/enrollment-group=<group>. */
+  /** Devices enrolled with it get the attribute enrollment-group (muster.dev/enrollment-group in selectors). */
   group?: string;
   note?: string;
   /** Default 7 days. */
@@ -366,16 +367,15 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
         if (who.tokenSha256 && !(await store.challenges.consume({ sha256: who.tokenSha256 }, TOKEN_PURPOSE, tx))) throw refused('this sign-in token has just been used');
         const existing = await store.devices.get(deviceId, tx);
         if (existing && existing.platform !== 'windows') throw new SoapFault('Authorization', `device id ${deviceId} belongs to a ${existing.platform} device`);
-        const labels = Object.fromEntries(Object.entries(existing?.labels ?? {}).filter(([k]) => k !== GROUP_LABEL));
-        if (who.group) labels[GROUP_LABEL] = who.group;
+        // The group is what this enrollment was for: a re-enrollment replaces it (or drops it); labels stay the admin's.
+        const { [GROUP_ATTRIBUTE]: _oldGroup, ...kept } = existing?.attributes ?? {};
         await store.devices.upsert(
           {
             id: deviceId,
             platform: 'windows',
             identifiers: { 'windows-device-id': deviceId, ...(hwDevId ? { hwdevid: hwDevId } : {}) },
             ...(ctx.osVersion ? { osVersion: ctx.osVersion.slice(0, 64) } : {}),
-            labels,
-            attributes: { ...(existing?.attributes ?? {}), ...attributesOf(ctx, who), 'enrollment-type': enrollmentType },
+            attributes: { ...kept, ...attributesOf(ctx, who), 'enrollment-type': enrollmentType, ...(who.group ? { [GROUP_ATTRIBUTE]: who.group } : {}) },
             enrolledAt,
           },
           tx,

@@ -177,3 +177,13 @@ export function writeXml(root: XmlNode, o: { declaration?: boolean } = {}): stri
   const body = builder.build([toOrdered(root)]) as string;
   return (o.declaration ? '<?xml version="1.0" encoding="utf-8"?>' : '') + body;
 }
+
+const prettyBuilder = new XMLBuilder({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', processEntities: true, suppressEmptyNode: true, format: true, indentBy: '  ' });
+
+const toNode = (e: XmlElement): XmlNode => ({ name: e.prefix ? `${e.prefix}:${e.name}` : e.name, attrs: e.attrs, children: e.children.length ? e.children.map(toNode) : e.text ? [e.text] : [] });
+
+/** The same document indented for a person to read (`muster render`); never for the wire. */
+export function prettyXml(xml: string): string {
+  const body = prettyBuilder.build([toOrdered(toNode(parseXml(xml, { maxBytes: 64 * 1024 * 1024 })))]) as string;
+  return `<?xml version="1.0" encoding="utf-8"?>\n${body.trim()}\n`;
+}

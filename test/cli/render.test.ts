@@ -1,6 +1,7 @@
 // `muster render`: what a bundle becomes, printed for a person or a pipe.
 import { describe, expect, it } from 'vitest';
 import { decodePlist } from '../../protocols/apple/plist.js';
+import { decodeServerMessage } from '../../protocols/windows/syncml/wire.js';
 import { muster } from '../support/cli.js';
 
 describe('muster render', () => {
@@ -21,5 +22,20 @@ describe('muster render', () => {
     const none = await muster(['render', 'android-kiosk', '--platform', 'apple', '--ddm', 'policies-example']);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no declarations/);
+  });
+
+  it('prints the SyncML commands a Windows device would receive, readable and still valid SyncML', async () => {
+    const r = await muster(['render', 'windows-hardening', '--platform', 'windows', 'policies-example']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n').length).toBeGreaterThan(50);
+    const msg = decodeServerMessage(r.stdout);
+    const targets = msg.body.flatMap((c) => ('items' in c ? c.items.map((i) => i.target) : []));
+    expect(targets).toContain('./Device/Vendor/MSFT/Policy/Config/Defender/AllowCloudProtection');
+    expect(r.stderr).toMatch(/^\d+ CSP nodes/);
+    const nodes = await muster(['render', 'windows-hardening', '--platform', 'windows', '--nodes', 'policies-example']);
+    expect(JSON.parse(nodes.stdout)).toContainEqual(expect.objectContaining({ locUri: './Device/Vendor/MSFT/Policy/Config/Defender/AllowCloudProtection', format: 'int' }));
+    const none = await muster(['render', 'android-kiosk', '--platform', 'windows', 'policies-example']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/nothing for Windows/);
   });
 });

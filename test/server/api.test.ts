@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDrivers } from '../../controller/drivers.js';
 import type { Reconciler } from '../../controller/reconcile/reconciler.js';
-import { buildApp } from '../../controller/server/app.js';
+import { EnrollRequestError, buildApp, ttlHoursOf } from '../../controller/server/app.js';
 import { createPino, logOf } from '../../controller/server/log.js';
 import { Controller } from '../../controller/serve/controller.js';
 import { createDirSource } from '../../controller/sources/dir-source.js';
@@ -46,6 +46,16 @@ describe('admin API', () => {
       controller,
       drivers: createDrivers(),
       logger: pino,
+      enrollers: new Map([
+        [
+          'windows',
+          async ({ body, actor }) => {
+            const ttlHours = ttlHoursOf(body);
+            if (body.group === 'Not A Label') throw new EnrollRequestError('group "Not A Label" is not a label value');
+            return { json: { actor, ttlHours, group: body.group ?? null } };
+          },
+        ],
+      ]),
       verifyWebhook: (body, headers) => headers['x-hub-signature-256'] === 'sha256=' + createHmac('sha256', SECRET).update(body).digest('hex'),
     });
     for (const scope of ['read', 'operate'] as const) tokens[scope] = (await store.tokens.create(`t-${scope}`, scope)).token;
@@ -64,6 +74,21 @@ describe('admin API', () => {
     const r = await call('POST', '/api/v1/rollouts/base/promote', tokens.read);
     expect(r.statusCode).toBe(403);
     expect(r.json().error).toMatch(/operate/);
+  });
+
+  it('hands enrollment to the platform that has it, and says how to enable one that is not', async () => {
+    expect((await call('POST', '/api/v1/enroll/windows', tokens.read, {})).statusCode).toBe(403);
+    const ok = await call('POST', '/api/v1/enroll/windows', tokens.operate, { group: 'pilot', ttlHours: 2 });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toEqual({ actor: 't-operate', ttlHours: 2, group: 'pilot' });
+    const bad = await call('POST', '/api/v1/enroll/windows', tokens.operate, { group: 'Not A Label' });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error).toMatch(/not a label value/);
+    expect((await call('POST', '/api/v1/enroll/windows', tokens.operate, { ttlHours: 0 })).json().error).toMatch(/ttlHours/);
+    const apple = await call('POST', '/api/v1/enroll/apple', tokens.operate, {});
+    expect(apple.statusCode).toBe(404);
+    expect(apple.json().error).toMatch(/--apple-topic/);
+    expect((await call('POST', '/api/v1/enroll/palm', tokens.operate, {})).json().error).toMatch(/no platform "palm"/);
   });
 
   it('lists rollouts and shows one with its steps', async () => {

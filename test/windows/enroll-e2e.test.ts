@@ -125,11 +125,12 @@ describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
 
     const certSha256 = sha256Fingerprint(pc.certPem);
     const device = await store.devices.get(pc.deviceId);
-    expect(device).toMatchObject({ platform: 'windows', osVersion: '10.0.22631.2861', identifiers: { 'windows-device-id': pc.deviceId, hwdevid: pc.hwDevId }, labels: { 'muster.dev/enrollment-group': 'front-office' } });
+    expect(device).toMatchObject({ platform: 'windows', osVersion: '10.0.22631.2861', identifiers: { 'windows-device-id': pc.deviceId, hwdevid: pc.hwDevId }, labels: {} });
     expect(device!.attributes).toEqual({
       os: 'windows',
       'enrollment-source': 'mde2',
       'enrollment-type': 'full',
+      'enrollment-group': 'front-office',
       'enrollment-user': cred.username,
       'device-name': 'RECEPTION-01',
       'os-edition': '48',
@@ -163,7 +164,9 @@ describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
     expect(old!.revokedAt).not.toBeNull();
     expect(current).toMatchObject({ certSha256: sha256Fingerprint(pc2.certPem), revokedAt: null });
     expect(await store.identities.authenticate(sha256Fingerprint(pc1.certPem))).toBeUndefined();
-    expect((await store.devices.get(pc1.deviceId))!.labels).toEqual({ team: 'qa', 'muster.dev/enrollment-group': 'office' });
+    // The admin's label stays; the enrollment group is the new credential's.
+    expect((await store.devices.get(pc1.deviceId))!.labels).toEqual({ team: 'qa' });
+    expect((await store.devices.get(pc1.deviceId))!.attributes['enrollment-group']).toBe('office');
     expect((await store.devices.getEnrollment(pc1.deviceId))!.state.certSha256).toBe(sha256Fingerprint(pc2.certPem));
     const enrolls = (await store.audit.list({ limit: 1000, subject: `device/${pc1.deviceId}` })).filter((a) => a.action === 'device.enroll');
     expect(enrolls.map((a) => (a.details as { reenrollment: boolean }).reenrollment)).toEqual([false, true]);
@@ -181,7 +184,7 @@ describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
     expect(steps).toEqual(['probe', 'discover', 'auth-page', 'auth-submit', 'policy', 'enroll']);
     expect(pc.discovery.authenticationServiceUrl).toBe(`${url}/EnrollmentServer/Auth`);
     expect(pc.provisioned.client.store).toBe('System');
-    expect((await store.devices.get(pc.deviceId))!.labels).toEqual({ 'muster.dev/enrollment-group': 'remote' });
+    expect((await store.devices.get(pc.deviceId))!.attributes['enrollment-group']).toBe('remote');
     expect((await store.audit.list({ limit: 1000, subject: `device/${pc.deviceId}` }))[0]!.details).toMatchObject({ via: 'token', enrollmentType: 'device' });
     // A wrong code never gets a token.
     const again = await service.issueCredential();

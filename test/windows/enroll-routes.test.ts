@@ -188,7 +188,7 @@ describe('Windows enrollment endpoints', () => {
       expect(doc.application.SSLCLIENTCERTSEARCHCRITERIA).toBe('Subject=CN%3DLAB-PC!01&Stores=My%5CUser');
       // Recorded: the device with its context, the identity bound to it.
       const device = await store.devices.get(id);
-      expect(device).toMatchObject({ platform: 'windows', osVersion: '10.0.22631.2861', labels: { 'muster.dev/enrollment-group': 'lab' } });
+      expect(device).toMatchObject({ platform: 'windows', osVersion: '10.0.22631.2861', attributes: { 'enrollment-group': 'lab' } });
       expect(device!.attributes).toMatchObject({ os: 'windows', 'enrollment-source': 'mde2', 'enrollment-type': 'full', 'device-name': 'DESKTOP-LAB01 & co', 'os-edition': '48', 'windows-device-type': 'CIMClient_Windows', locale: 'en-US' });
       expect(device!.identifiers).toEqual({ 'windows-device-id': id, hwdevid: 'F2A5D5A8E3C0B1B9A1F1D6C6E4B2A0C9D8E7F6A5B4C3D2E1F0A9B8C7D6E5F4A3' });
       const [identity] = await store.identities.listForDevice(id);

@@ -3,6 +3,8 @@
 import { Command, Option } from 'commander';
 import { compileDeclarations } from '../../../protocols/apple/declarations.js';
 import { renderApple } from '../../../protocols/apple/render.js';
+import { renderWindows } from '../../../protocols/windows/render.js';
+import { prettyXml } from '../../../protocols/windows/xml.js';
 import { createDrivers } from '../../drivers.js';
 import { formatText } from '../../policy/diagnostics.js';
 import type { Platform } from '../../policy/types.js';
@@ -17,6 +19,7 @@ export function registerRender(program: Command, io: CliIO, setExit: (code: numb
     .argument('[dir]', 'policy folder', '.')
     .addOption(new Option('--platform <platform>', 'the platform to render for').choices(['apple', 'windows', 'android', 'agent']).makeOptionMandatory())
     .option('--ddm', 'apple: print the Declarative Device Management declarations (JSON) instead of the profile')
+    .option('--nodes', 'windows: print the CSP nodes (JSON) instead of the SyncML commands')
     .addHelpText(
       'after',
       `
@@ -26,9 +29,11 @@ only when a command is sent to a device.
 Examples:
   $ muster render corp-baseline --platform apple policies/ > corp.mobileconfig.xml
   $ muster render corp-baseline --platform apple --ddm policies/
+  $ muster render win-baseline --platform windows policies/     # the SyncML commands
+  $ muster render win-baseline --platform windows --nodes policies/
   $ muster render android-kiosk --platform android policies/`,
     )
-    .action(async (name: string, dir: string, o: { platform: Platform; ddm?: boolean }) => {
+    .action(async (name: string, dir: string, o: { platform: Platform; ddm?: boolean; nodes?: boolean }) => {
       const { result } = await loadTree(io, dir);
       const loaded = result.policySet.bundles.get(name);
       if (!loaded) {
@@ -55,6 +60,19 @@ Examples:
           return;
         }
         io.stdout.write(xml.endsWith('\n') ? xml : xml + '\n');
+        return;
+      }
+      if (o.platform === 'windows') {
+        const w = renderWindows(bundle);
+        if (!w) {
+          println(io.stderr, `${name} has nothing for Windows devices`);
+          setExit(EXIT.failed);
+          return;
+        }
+        for (const uri of w.overridden) println(io.stderr, `note: spec.windows.settings sets ${uri}, replacing what the cross-platform settings give it`);
+        if (o.nodes) return void println(io.stdout, JSON.stringify(w.nodes, null, 2));
+        println(io.stderr, `${w.nodes.length} CSP node${w.nodes.length === 1 ? '' : 's'}, as the commands a device with none of them receives (secret references unresolved):`);
+        io.stdout.write(prettyXml(w.syncml));
         return;
       }
       // Platforms whose protocol driver has not landed yet render through the driver in force.

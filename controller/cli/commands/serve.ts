@@ -19,9 +19,10 @@ import { SimulatedFleet } from '../../../protocols/simulated/fleet.js';
 import { CliError, EXIT, type CliIO } from '../io.js';
 import { openTarget, targetOf } from './db.js';
 import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
+import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
 import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
-interface ServeOpts extends AppleServeOpts {
+interface ServeOpts extends AppleServeOpts, WindowsServeOpts {
   source: string;
   sourceType?: 'git' | 'dir';
   branch: string;
@@ -73,7 +74,8 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
-  appleOptions(cmd)
+  appleOptions(cmd);
+  windowsOptions(cmd)
     .addHelpText(
       'after',
       `
@@ -88,7 +90,9 @@ Secrets are read from the environment or mounted files and never logged.
 Examples:
   $ muster serve --source policies-example --simulate 500          # try it out
   $ muster serve --source https://github.com/acme/device-policy.git --branch main \\
-      --listen 0.0.0.0:8080 --public-url https://mdm.acme.com --github-repo acme/device-policy`,
+      --listen 0.0.0.0:8080 --public-url https://mdm.acme.com --github-repo acme/device-policy
+  $ muster serve --source … --public-url https://mdm.acme.com --tls-cert mdm.pem --tls-key mdm.key \\
+      --windows --apple-topic com.apple.mgmt.External.…          # Windows and Apple devices, mTLS here`,
     )
     .action(async (o: ServeOpts) => {
       const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
@@ -103,8 +107,8 @@ Examples:
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
       if (!Number.isInteger(simulate) || simulate < 0 || simulate > 1_000_000) throw new CliError('--simulate: a number of devices (0 to 1,000,000)', EXIT.usage);
       // Each protocol's mount, in order; one that is not enabled by its flags gives undefined.
-      const mountsWanted: Array<(ctx: ServeContext) => Promise<ProtocolMount | undefined>> = [(c) => mountApple(o, c)];
-      const enabling = [o.appleTopic && '--apple-topic'].filter(Boolean);
+      const mountsWanted: Array<(ctx: ServeContext) => Promise<ProtocolMount | undefined>> = [(c) => mountApple(o, c), (c) => mountWindows(o, c)];
+      const enabling = [o.appleTopic && '--apple-topic', o.windows && '--windows'].filter(Boolean);
       if (simulate > 0 && enabling.length) throw new CliError(`--simulate stands in for devices on every platform; use it without ${enabling.join(', ')}`, EXIT.usage);
 
       if (!!o.tlsCert !== !!o.tlsKey) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
