@@ -8,8 +8,9 @@ import { appleBenchmark } from './apple.js';
 import { reconcileBenchmark } from './reconcile.js';
 import { storeBenchmark } from './store.js';
 import { validateBenchmark } from './validate.js';
+import { windowsBenchmark } from './windows.js';
 
-const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark];
+const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark, windowsBenchmark];
 
 const fmt = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '' : n >= 100 ? String(Math.round(n)) : String(Math.round(n * 100) / 100));
 
