@@ -7,6 +7,7 @@ import type { Loaded, PolicySet } from './resources.js';
 import { closest } from './schema-check.js';
 import { selectorSatisfiable } from './selector.js';
 import { SECRET_REF_PATTERN, type PolicyBundle, type Resource, type Rollout } from './types.js';
+import { deprecatedFragmentFields, fragmentConflicts } from '../../protocols/android/compile.js';
 
 const at = (l: Loaded, path: PathSegment[], severity: 'error' | 'warning', code: string, message: string, key = false): Diagnostic => ({
   ...l.doc.locate(path, { key }),
@@ -204,6 +205,37 @@ export function checkBundleInternals(b: Loaded<PolicyBundle>): Diagnostic[] {
     if (names.has(a.name)) out.push(at(b, ['spec', 'settings', 'apps', i, 'name'], 'error', 'duplicate-name', `app "${a.name}" is listed twice`));
     names.add(a.name);
   });
+  out.push(...checkAndroidFragment(b));
+  return out;
+}
+
+/**
+ * The raw AMAPI fragment against the bundle's own settings: the fragment wins
+ * when both set a Policy field (a warning says so, at the fragment's value),
+ * and deprecated fields are named with their replacement. The mapping is the
+ * Android driver's own pure compiler, so what is reported is what is sent.
+ */
+export function checkAndroidFragment(b: Loaded<PolicyBundle>): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const base: PathSegment[] = ['spec', 'android', 'policy'];
+  for (const c of fragmentConflicts(b.resource.spec)) {
+    const secret = SECRET_KEY.test(c.field.slice(c.field.lastIndexOf('.') + 1));
+    const show = (v: string) => (secret ? '(hidden)' : v.length > 60 ? v.slice(0, 57) + '...' : v);
+    out.push(
+      at(
+        b,
+        [...base, ...c.path],
+        'warning',
+        'android-override',
+        c.muster
+          ? `android.policy.${c.field} overrides Muster's ${show(c.produced)}: Muster turns this status report on because convergence and compliance read it`
+          : `android.policy.${c.field} is ${show(c.fragment)} but spec.settings of this bundle makes it ${show(c.produced)}; the fragment wins (remove one of the two)`,
+      ),
+    );
+  }
+  for (const d of deprecatedFragmentFields(b.resource.spec)) {
+    out.push(at(b, [...base, d.field], 'warning', 'android-deprecated', `android.policy.${d.field} is deprecated in the Android Management API: use ${d.use}`, true));
+  }
   return out;
 }
 

@@ -1,6 +1,6 @@
 // Devices, their per-platform enrollment state and what they last reported.
 // Identities (certificates) are in identities.ts.
-import type { Db, Queryable } from './db.js';
+import { lockKey, type Db, type Queryable } from './db.js';
 
 export type Platform = 'apple' | 'windows' | 'android' | 'agent';
 
@@ -85,6 +85,13 @@ export interface DeviceStore {
   /** Shallow-merges keys into the enrollment state (e.g. a new push token). */
   patchEnrollmentState(deviceId: string, patch: Record<string, unknown>, q?: Queryable): Promise<Enrollment | undefined>;
   getEnrollment(deviceId: string, q?: Queryable): Promise<Enrollment | undefined>;
+  /**
+   * Holds a lock on one device until the transaction `tx` ends (an advisory
+   * lock, so it works before the device has a row): a protocol that reads,
+   * then rewrites a device's state from its reports takes it first, so two
+   * reports handled at once never lose an update.
+   */
+  lockDevice(deviceId: string, tx: Queryable): Promise<void>;
 
   /** Replaces the device's report of this kind. */
   report(deviceId: string, kind: string, state: unknown, at?: Date, q?: Queryable): Promise<void>;
@@ -297,6 +304,10 @@ export function createDeviceStore(db: Db): DeviceStore {
     async getEnrollment(deviceId, q = db) {
       const r = await q.query<EnrollmentRow>('SELECT * FROM enrollments WHERE device_id = $1', [deviceId]);
       return r.rows[0] ? toEnrollment(r.rows[0]) : undefined;
+    },
+
+    async lockDevice(deviceId, tx) {
+      await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [lockKey(`device:${deviceId}`, db.schema)]);
     },
 
     async report(deviceId, kind, state, at = new Date(), q = db) {

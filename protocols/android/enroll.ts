@@ -1,53 +1,116 @@
-// Enrolling Android devices: an enrollment token bound to Muster's base
-// policy (the reconciler moves each device to its own policy as soon as it
-// reports), shown as a link and a QR code; and the one-time signup that binds
-// Muster to a new enterprise.
+// Enrolling Android devices, and binding Muster to an enterprise.
+//
+// An enrollment token names the policy a device starts on. By default that is
+// Muster's base policy (status reporting only), and the reconciler moves the
+// device to its own policy at its first report. Given the policy set and the
+// rollouts, policyForNewDevice() picks what a device with the token's labels
+// would hold once every rollout's ring is settled — the stable bundles (or the
+// canary, at 100 %) — so most devices start where they belong and need no
+// devices.patch at all; canary devices are moved at their first report.
+//
+// The token's qrCode (from AMAPI) is the JSON the setup wizard reads: it is
+// encoded as is. The link is the one personal devices open to enroll.
+import { writeFile } from 'node:fs/promises';
 import QRCode from 'qrcode';
+import type { PolicySet } from '../../controller/policy/resources.js';
+import { rolloutView, memberGroup, toFleetDevice } from '../../controller/reconcile/desired.js';
+import type { ResolvedBundle } from '../../controller/reconcile/driver.js';
+import { toStatus } from '../../controller/reconcile/reconciler.js';
+import { bundleFor } from '../../controller/rollout/engine.js';
+import type { RolloutRevision } from '../../controller/store/index.js';
 import type { Amapi } from './client.js';
-import { compileAndroidPolicy, policyIdFor, resolveSecrets } from './compile.js';
+import { BASE_POLICY_ID, compileAndroidPolicy, forAndroid, policyIdFor, resolveSecrets, type AmapiPolicy } from './compile.js';
+import type { EnrollmentTokenData } from './status.js';
 
 export interface EnrollmentTokenResult {
   name: string;
   value: string;
-  /** The JSON a device's setup wizard reads from the QR code. */
+  /** The JSON a device's setup wizard reads from the QR code (AMAPI's qrCode, as is). */
   qrCode: string;
+  /** What a personal device opens to enroll (work profile). */
   link: string;
   expires: string | null;
   oneTime: boolean;
+  /** The policy the device starts on. */
+  policyId: string;
 }
 
-/** The policy a device enrolls into before it has bundles: status reporting only. */
-export const BASE_POLICY_ID = policyIdFor([]);
+export interface EnrollmentTokenRequest {
+  enterprise: string;
+  /** Labels the enrolled device gets (so DeviceGroups select it from its first report). */
+  labels?: Record<string, string>;
+  oneTime?: boolean;
+  /** Default one hour (AMAPI's default); at least a minute. */
+  durationMs?: number;
+  /** AMAPI allowPersonalUsage (PERSONAL_USAGE_ALLOWED, PERSONAL_USAGE_DISALLOWED, …). */
+  allowPersonalUsage?: string;
+  /** The policy to start on (from policyForNewDevice); default the base policy. */
+  policy?: { policyId: string; policy: AmapiPolicy };
+  secret?: (name: string) => string | undefined;
+}
 
-export async function createEnrollmentToken(amapi: Amapi, o: { enterprise: string; group?: string; oneTime?: boolean; durationMs?: number }): Promise<EnrollmentTokenResult> {
-  const durationMs = o.durationMs ?? 24 * 3_600_000;
-  if (!(durationMs >= 60_000 && durationMs <= 90 * 86_400_000)) throw new Error('an enrollment token lasts between one minute and 90 days');
-  const base = `${o.enterprise}/policies/${BASE_POLICY_ID}`;
-  await amapi.patchPolicy(base, resolveSecrets(compileAndroidPolicy([]), () => undefined).policy);
+/** The enrollment link for a token value. */
+export const enrollmentLink = (value: string): string => `https://enterprise.google.com/android/enroll?et=${encodeURIComponent(value)}`;
+
+export async function createEnrollmentToken(amapi: Amapi, o: EnrollmentTokenRequest): Promise<EnrollmentTokenResult> {
+  const durationMs = o.durationMs ?? 3_600_000;
+  if (!(Number.isFinite(durationMs) && durationMs >= 60_000)) throw new Error('an enrollment token lasts at least one minute');
+  const additional: EnrollmentTokenData = o.labels && Object.keys(o.labels).length ? { labels: o.labels } : {};
+  const additionalData = Object.keys(additional).length ? JSON.stringify(additional) : undefined;
+  if (additionalData && additionalData.length > 1024) throw new Error('the labels of an enrollment token must fit in 1,024 characters of JSON');
+  const start = o.policy ?? { policyId: BASE_POLICY_ID, policy: compileAndroidPolicy([]) };
+  const { policy, missing } = resolveSecrets(start.policy, o.secret ?? (() => undefined));
+  if (missing.length) throw new Error(`secret${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not set (needed by the enrollment policy)`);
+  const policyName = `${o.enterprise}/policies/${start.policyId}`;
+  // The policy must exist before a device can enroll into it.
+  await amapi.patchPolicy(policyName, policy);
   const t = await amapi.createEnrollmentToken(o.enterprise, {
-    policyName: base,
+    policyName,
     duration: `${Math.round(durationMs / 1000)}s`,
     oneTimeOnly: !!o.oneTime,
-    ...(o.group ? { additionalData: JSON.stringify({ group: o.group }) } : {}),
+    ...(additionalData ? { additionalData } : {}),
+    ...(o.allowPersonalUsage ? { allowPersonalUsage: o.allowPersonalUsage } : {}),
   });
-  if (!t.value || !t.name) throw new Error('AMAPI returned an enrollment token without a value');
-  return {
-    name: t.name,
-    value: t.value,
-    qrCode: t.qrCode ?? '',
-    link: `https://enterprise.google.com/android/enroll?et=${encodeURIComponent(t.value)}`,
-    expires: t.expirationTimestamp ?? null,
-    oneTime: !!o.oneTime,
-  };
+  if (!t.value || !t.name) throw new Error('AMAPI returned an enrollment token without a name or value');
+  if (!t.qrCode) throw new Error('AMAPI returned an enrollment token without its QR code content');
+  return { name: t.name, value: t.value, qrCode: t.qrCode, link: enrollmentLink(t.value), expires: t.expirationTimestamp ?? null, oneTime: !!o.oneTime, policyId: start.policyId };
 }
 
-/** The QR code for a terminal (small, UTF-8 blocks). */
+/** The QR code for a terminal (UTF-8 half blocks). */
 export function qrForTerminal(text: string): Promise<string> {
   return QRCode.toString(text, { type: 'terminal', small: true, errorCorrectionLevel: 'M' });
 }
 
-export function qrToPng(text: string, file: string): Promise<void> {
-  return QRCode.toFile(file, text, { type: 'png', errorCorrectionLevel: 'M', margin: 2, width: 512 });
+/** The QR code as PNG bytes (or written to `file`). */
+export async function qrToPng(text: string, file?: string): Promise<Buffer> {
+  const png = await QRCode.toBuffer(text, { type: 'png', errorCorrectionLevel: 'M', margin: 2, width: 512 });
+  if (file) await writeFile(file, png);
+  return png;
+}
+
+/**
+ * The policy a new Android device with these labels would hold once settled:
+ * for every rollout whose groups select it, the stable bundle (the canary once
+ * it is at 100 %). Pure.
+ */
+export function policyForNewDevice(set: PolicySet, rollouts: readonly RolloutRevision[], labels: Record<string, string> = {}): { policyId: string; policy: AmapiPolicy; bundles: string[] } {
+  const groups = new Map([...set.groups].map(([n, l]) => [n, l.resource.spec]));
+  const device = toFleetDevice({ id: '', platform: 'android', serialNumber: null, osVersion: null, model: null, labels, attributes: { os: 'android', 'enrollment-source': 'amapi' } });
+  const bundles: ResolvedBundle[] = [];
+  for (const row of rollouts) {
+    if (row.deleted) continue;
+    const spec = set.rollouts.get(row.name)?.resource.spec;
+    if (!spec) continue;
+    const bundleSpec = set.bundles.get(spec.bundle)?.resource.spec;
+    const view = rolloutView(row.name, spec, toStatus(row), groups, bundleSpec?.platforms ? { platforms: bundleSpec.platforms } : {});
+    if (!memberGroup(view, device)) continue;
+    const hash = bundleFor(view.status, (w) => w >= 100);
+    if (!hash) continue;
+    const [name, loaded] = [...set.bundles].find(([n]) => set.hashes.get(n) === hash) ?? [];
+    if (!name || !loaded || !forAndroid(loaded.resource.spec)) continue;
+    bundles.push({ name, version: loaded.resource.spec.version, hash, spec: loaded.resource.spec, rollout: row.name });
+  }
+  return { policyId: policyIdFor(bundles.map((b) => b.hash)), policy: compileAndroidPolicy(bundles), bundles: bundles.map((b) => b.name).sort() };
 }
 
 /** Step one of binding to a new enterprise: the URL an admin opens to sign up. */
@@ -57,9 +120,27 @@ export async function startSignup(amapi: Amapi, o: { projectId: string; callback
   return { name: s.name, url: s.url };
 }
 
-/** Step two: the enterpriseToken the callback received makes the enterprise. */
-export async function finishSignup(amapi: Amapi, o: { projectId: string; signupUrlName: string; enterpriseToken: string; displayName?: string }): Promise<string> {
-  const e = await amapi.createEnterprise(o.projectId, o.signupUrlName, o.enterpriseToken, o.displayName);
+/**
+ * Step two: the enterpriseToken the callback URL received (?enterpriseToken=…)
+ * makes the enterprise. Optionally wires its notifications to a Pub/Sub topic.
+ */
+export async function finishSignup(
+  amapi: Amapi,
+  o: { projectId: string; signupUrlName: string; enterpriseToken: string; displayName?: string; pubsubTopic?: string },
+): Promise<{ name: string; displayName: string | null }> {
+  const e = await amapi.createEnterprise(o.projectId, o.signupUrlName, o.enterpriseToken, {
+    ...(o.displayName ? { enterpriseDisplayName: o.displayName } : {}),
+    ...(o.pubsubTopic ? { pubsubTopic: o.pubsubTopic, enabledNotificationTypes: [...NOTIFICATION_TYPES] } : {}),
+  });
   if (!e.name) throw new Error('AMAPI returned an enterprise without a name');
-  return e.name;
+  return { name: e.name, displayName: e.enterpriseDisplayName ?? null };
+}
+
+/** The notifications Muster reads. */
+export const NOTIFICATION_TYPES = ['ENROLLMENT', 'STATUS_REPORT', 'COMMAND', 'USAGE_LOGS'] as const;
+
+/** Points an existing enterprise's notifications at a Pub/Sub topic (projects/P/topics/T), touching nothing else. */
+export async function configureNotifications(amapi: Amapi, o: { enterprise: string; pubsubTopic: string }): Promise<void> {
+  if (!/^projects\/[^/]+\/topics\/[^/]+$/.test(o.pubsubTopic)) throw new Error(`a Pub/Sub topic looks like projects/PROJECT/topics/TOPIC, not "${o.pubsubTopic}"`);
+  await amapi.patchEnterprise(o.enterprise, { pubsubTopic: o.pubsubTopic, enabledNotificationTypes: [...NOTIFICATION_TYPES] }, ['pubsubTopic', 'enabledNotificationTypes']);
 }
