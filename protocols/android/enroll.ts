@@ -39,6 +39,8 @@ export interface EnrollmentTokenRequest {
   enterprise: string;
   /** Labels the enrolled device gets (so DeviceGroups select it from its first report). */
   labels?: Record<string, string>;
+  /** The group it is for: the device's attribute enrollment-group, as Windows credentials give it. */
+  group?: string;
   oneTime?: boolean;
   /** Default one hour (AMAPI's default); at least a minute. */
   durationMs?: number;
@@ -55,7 +57,7 @@ export const enrollmentLink = (value: string): string => `https://enterprise.goo
 export async function createEnrollmentToken(amapi: Amapi, o: EnrollmentTokenRequest): Promise<EnrollmentTokenResult> {
   const durationMs = o.durationMs ?? 3_600_000;
   if (!(Number.isFinite(durationMs) && durationMs >= 60_000)) throw new Error('an enrollment token lasts at least one minute');
-  const additional: EnrollmentTokenData = o.labels && Object.keys(o.labels).length ? { labels: o.labels } : {};
+  const additional: EnrollmentTokenData = { ...(o.labels && Object.keys(o.labels).length ? { labels: o.labels } : {}), ...(o.group ? { group: o.group } : {}) };
   const additionalData = Object.keys(additional).length ? JSON.stringify(additional) : undefined;
   if (additionalData && additionalData.length > 1024) throw new Error('the labels of an enrollment token must fit in 1,024 characters of JSON');
   const start = o.policy ?? { policyId: BASE_POLICY_ID, policy: compileAndroidPolicy([]) };
@@ -93,9 +95,9 @@ export async function qrToPng(text: string, file?: string): Promise<Buffer> {
  * for every rollout whose groups select it, the stable bundle (the canary once
  * it is at 100 %). Pure.
  */
-export function policyForNewDevice(set: PolicySet, rollouts: readonly RolloutRevision[], labels: Record<string, string> = {}): { policyId: string; policy: AmapiPolicy; bundles: string[] } {
+export function policyForNewDevice(set: PolicySet, rollouts: readonly RolloutRevision[], labels: Record<string, string> = {}, group?: string): { policyId: string; policy: AmapiPolicy; bundles: string[] } {
   const groups = new Map([...set.groups].map(([n, l]) => [n, l.resource.spec]));
-  const device = toFleetDevice({ id: '', platform: 'android', serialNumber: null, osVersion: null, model: null, labels, attributes: { os: 'android', 'enrollment-source': 'amapi' } });
+  const device = toFleetDevice({ id: '', platform: 'android', serialNumber: null, osVersion: null, model: null, labels, attributes: { os: 'android', 'enrollment-source': 'amapi', ...(group ? { 'enrollment-group': group } : {}) } });
   const bundles: ResolvedBundle[] = [];
   for (const row of rollouts) {
     if (row.deleted) continue;

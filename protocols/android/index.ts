@@ -44,7 +44,7 @@ export interface AndroidMdm {
   start(): void;
   sync(): Promise<SyncResult>;
   /** An enrollment token; with `policySet` and `rollouts` the device starts on the policy its labels lead to. */
-  enrollmentToken(o: { labels?: Record<string, string>; oneTime?: boolean; durationMs?: number; allowPersonalUsage?: string; policySet?: PolicySet; rollouts?: readonly RolloutRevision[] }): Promise<EnrollmentTokenResult>;
+  enrollmentToken(o: { labels?: Record<string, string>; group?: string; oneTime?: boolean; durationMs?: number; allowPersonalUsage?: string; policySet?: PolicySet; rollouts?: readonly RolloutRevision[] }): Promise<EnrollmentTokenResult>;
   startSignup(o: { projectId: string; callbackUrl: string }): Promise<{ name: string; url: string }>;
   finishSignup(o: { projectId: string; signupUrlName: string; enterpriseToken: string; displayName?: string; pubsubTopic?: string }): Promise<{ name: string; displayName: string | null }>;
   configureNotifications(pubsubTopic: string): Promise<void>;
@@ -98,10 +98,11 @@ export function createAndroidMdm(store: Store, c: AndroidConfig): AndroidMdm {
         enterprise: c.enterprise,
         secret: c.secret,
         ...(o.labels ? { labels: o.labels } : {}),
+        ...(o.group ? { group: o.group } : {}),
         ...(o.oneTime !== undefined ? { oneTime: o.oneTime } : {}),
         ...(o.durationMs !== undefined ? { durationMs: o.durationMs } : {}),
         ...(o.allowPersonalUsage ? { allowPersonalUsage: o.allowPersonalUsage } : {}),
-        ...(o.policySet && o.rollouts ? { policy: policyForNewDevice(o.policySet, o.rollouts, o.labels) } : {}),
+        ...(o.policySet && o.rollouts ? { policy: policyForNewDevice(o.policySet, o.rollouts, o.labels, o.group) } : {}),
       }),
     startSignup: (o) => startSignup(amapi, o),
     finishSignup: (o) => finishSignup(amapi, o),

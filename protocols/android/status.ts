@@ -54,6 +54,21 @@ export type StatusOutcome = 'stored' | 'duplicate' | 'stale' | 'ignored';
 export interface EnrollmentTokenData {
   /** Labels the device gets at enrollment (so DeviceGroups select it at once). */
   labels?: Record<string, string>;
+  /** The group the token was made for: the attribute enrollment-group (muster.dev/enrollment-group in selectors). */
+  group?: string;
+}
+
+const GROUP_VALUE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** The group an enrollment token was made for, if it names a valid one. */
+export function groupOf(data: string | null | undefined): string | undefined {
+  if (!data) return undefined;
+  try {
+    const g = (JSON.parse(data) as EnrollmentTokenData | null)?.group;
+    return typeof g === 'string' && GROUP_VALUE.test(g) ? g : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The labels an enrollment token asked for; anything malformed is dropped (the data is only as good as the token's creator). */
@@ -99,7 +114,8 @@ export async function recordDeviceStatus(store: Pick<Store, 'devices' | 'command
     const sw = d.softwareInfo ?? {};
     const ownership = ownershipOf(d);
     const before = prev ? await store.devices.get(id, tx) : undefined;
-    const attributes: Record<string, string> = { os: 'android', 'enrollment-source': 'amapi', ...(ownership ? { ownership } : {}), ...(d.managementMode ? { 'management-mode': d.managementMode } : {}) };
+    const group = groupOf(d.enrollmentTokenData);
+    const attributes: Record<string, string> = { os: 'android', 'enrollment-source': 'amapi', ...(ownership ? { ownership } : {}), ...(d.managementMode ? { 'management-mode': d.managementMode } : {}), ...(group ? { 'enrollment-group': group } : {}) };
     const saved = await store.devices.upsert(
       {
         id,

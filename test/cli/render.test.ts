@@ -38,4 +38,16 @@ describe('muster render', () => {
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/nothing for Windows/);
   });
+
+  it('prints the AMAPI policy JSON for Android, with the policy name and overrides on stderr', async () => {
+    const r = await muster(['render', 'android-kiosk', '--platform', 'android', 'policies-example']);
+    expect(r.code).toBe(0);
+    const policy = JSON.parse(r.stdout) as { statusReportingSettings?: Record<string, boolean>; kioskCustomLauncherEnabled?: boolean; applications?: unknown[] };
+    expect(policy.statusReportingSettings?.deviceSettingsEnabled).toBe(true);
+    expect(r.stdout.endsWith('}\n')).toBe(true);
+    expect(r.stderr).toMatch(/^AMAPI policy m-[0-9a-f]{20}$/m);
+    const none = await muster(['render', 'macos-extras', '--platform', 'android', 'policies-example']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/nothing for Android/);
+  });
 });

@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 import { compileDeclarations } from '../../../protocols/apple/declarations.js';
 import { renderApple } from '../../../protocols/apple/render.js';
+import { renderAndroid, renderAndroidJson, renderAndroidNotes } from '../../../protocols/android/render.js';
 import { renderWindows } from '../../../protocols/windows/render.js';
 import { prettyXml } from '../../../protocols/windows/xml.js';
 import { createDrivers } from '../../drivers.js';
@@ -14,7 +15,7 @@ import { loadTree } from './validate.js';
 export function registerRender(program: Command, io: CliIO, setExit: (code: number) => void): void {
   program
     .command('render')
-    .description('Print what a bundle becomes on a platform: the Apple profile, or the native items of the others')
+    .description('Print what a bundle becomes on a platform: the Apple profile, the Windows SyncML, the Android policy JSON')
     .argument('<bundle>', 'the PolicyBundle name')
     .argument('[dir]', 'policy folder', '.')
     .addOption(new Option('--platform <platform>', 'the platform to render for').choices(['apple', 'windows', 'android', 'agent']).makeOptionMandatory())
@@ -73,6 +74,17 @@ Examples:
         if (o.nodes) return void println(io.stdout, JSON.stringify(w.nodes, null, 2));
         println(io.stderr, `${w.nodes.length} CSP node${w.nodes.length === 1 ? '' : 's'}, as the commands a device with none of them receives (secret references unresolved):`);
         io.stdout.write(prettyXml(w.syncml));
+        return;
+      }
+      if (o.platform === 'android') {
+        const r = renderAndroid(bundle);
+        if (!r) {
+          println(io.stderr, `${name} has nothing for Android devices`);
+          setExit(EXIT.failed);
+          return;
+        }
+        for (const line of renderAndroidNotes(r)) println(io.stderr, line);
+        io.stdout.write(renderAndroidJson(bundle)!);
         return;
       }
       // Platforms whose protocol driver has not landed yet render through the driver in force.

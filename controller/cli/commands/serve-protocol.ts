@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { loadOrCreateCa, type CertificateAuthority } from '../../../protocols/pki/ca.js';
 import type { Platform } from '../../policy/types.js';
 import type { PlatformDriver } from '../../reconcile/driver.js';
-import type { Log } from '../../reconcile/reconciler.js';
+import type { Log, Reconciler } from '../../reconcile/reconciler.js';
 import { parseDuration } from '../../rollout/duration.js';
 import type { Enroller } from '../../server/app.js';
 import type { Store } from '../../store/index.js';
@@ -45,6 +45,8 @@ export interface ServeContext {
   policySecret(name: string): string | undefined;
   /** A file a flag names, or a usage error. */
   readText(file: string, flag: string): string;
+  /** The reconciler, once serve has built it (enrollment may ask what a new device would get). */
+  reconciler?: Reconciler;
 }
 
 export const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undefined => {

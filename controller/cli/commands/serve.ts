@@ -20,9 +20,10 @@ import { CliError, EXIT, type CliIO } from '../io.js';
 import { openTarget, targetOf } from './db.js';
 import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
+import { androidOptions, mountAndroid, type AndroidServeOpts } from './serve-android.js';
 import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
-interface ServeOpts extends AppleServeOpts, WindowsServeOpts {
+interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   source: string;
   sourceType?: 'git' | 'dir';
   branch: string;
@@ -75,7 +76,8 @@ export function registerServe(program: Command, io: CliIO): void {
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
   appleOptions(cmd);
-  windowsOptions(cmd)
+  windowsOptions(cmd);
+  androidOptions(cmd)
     .addHelpText(
       'after',
       `
@@ -107,8 +109,8 @@ Examples:
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
       if (!Number.isInteger(simulate) || simulate < 0 || simulate > 1_000_000) throw new CliError('--simulate: a number of devices (0 to 1,000,000)', EXIT.usage);
       // Each protocol's mount, in order; one that is not enabled by its flags gives undefined.
-      const mountsWanted: Array<(ctx: ServeContext) => Promise<ProtocolMount | undefined>> = [(c) => mountApple(o, c), (c) => mountWindows(o, c)];
-      const enabling = [o.appleTopic && '--apple-topic', o.windows && '--windows'].filter(Boolean);
+      const mountsWanted: Array<(ctx: ServeContext) => Promise<ProtocolMount | undefined>> = [(c) => mountApple(o, c), (c) => mountWindows(o, c), (c) => mountAndroid(o, c)];
+      const enabling = [o.appleTopic && '--apple-topic', o.windows && '--windows', o.androidEnterprise && '--android-enterprise'].filter(Boolean);
       if (simulate > 0 && enabling.length) throw new CliError(`--simulate stands in for devices on every platform; use it without ${enabling.join(', ')}`, EXIT.usage);
 
       if (!!o.tlsCert !== !!o.tlsKey) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
@@ -162,6 +164,7 @@ Examples:
       const protocols: Array<(app: FastifyInstance) => Promise<void>> = mounts.map((m) => (scope) => m.register(scope));
       const enrollers = new Map(mounts.filter((m) => m.enroller).map((m) => [m.platform, m.enroller!] as [typeof m.platform, Enroller]));
       const reconciler = new Reconciler({ store, drivers, log });
+      ctx.reconciler = reconciler;
       const controller = new Controller({ store, source, reconciler, log, tickMs, resyncMs, ...(reporter ? { reporter } : {}) });
       const webhookSecret = secretFrom(io.env, 'MUSTER_WEBHOOK_SECRET');
       const app = await buildApp({
