@@ -6,7 +6,7 @@
 // Windows CSP reference:
 // - passcode → Policy CSP DeviceLock/* (DevicePasswordEnabled 0 means
 //   ENABLED; the DeviceLock policies must travel in one Atomic, as Replace);
-// - encryption → BitLocker CSP RequireDeviceEncryption;
+// - encryption → BitLocker CSP RequireDeviceEncryption (Replace);
 // - restrictions → Camera/AllowCamera, Storage/RemovableDiskDenyWriteAccess
 //   (Windows has no plain policy that stops removable disks mounting: writing
 //   is denied), Connectivity/AllowBluetooth (0 off, 2 on),
@@ -297,14 +297,16 @@ function rawNode(s: WindowsSetting): CspNode {
   const secret = SECRET_REF.test(value);
   const policyNode = isPolicy(s.omaUri);
   const interior = s.format === 'node' || s.format === 'null';
+  // An ADMX-backed policy (<enabled/><data id=… value=…/>) reads back in another form, or not at all.
+  const admx = policyNode && s.format === 'chr' && /^\s*<(enabled|disabled)\s*\/>/.test(value);
   return {
     locUri: s.omaUri,
     format: s.format,
     value,
     method: policyNode ? 'replace' : 'add',
     read: policyNode ? policyResultUri(s.omaUri)! : s.omaUri,
-    // A secret is never read back in clear, and an interior node has no value to compare.
-    verify: secret || interior ? 'exists' : 'value',
+    // A secret is never read back in clear, an interior node has no value to compare, nor an ADMX policy a comparable one.
+    verify: secret || interior || admx ? 'exists' : 'value',
     ...(isDeviceLock(s.omaUri) ? { atomic: 'DeviceLock' } : {}),
     ...(s.format === 'xml' ? { xml: true } : {}),
     ...(secret ? { secret: true } : {}),
@@ -318,7 +320,8 @@ export function vocabularyNodes(spec: PolicyBundleSpec, o: WindowsCompileOptions
   if (s.passcode) out.push(...passcodeNodes(s.passcode));
   if (s.encryption) {
     const locUri = './Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption';
-    out.push({ locUri, format: 'int', value: s.encryption.required ? '1' : '0', method: 'add', read: locUri, verify: 'value' });
+    // Replace, as the BitLocker CSP reference writes it (the node exists on every PC, so an Add would only earn a 418).
+    out.push({ locUri, format: 'int', value: s.encryption.required ? '1' : '0', method: 'replace', read: locUri, verify: 'value' });
   }
   const r = s.restrictions ?? {};
   if (r.allowCamera !== undefined) out.push(policy('Camera', 'AllowCamera', r.allowCamera ? 1 : 0));

@@ -6,15 +6,16 @@
 //   go together in one Atomic, as the Policy CSP requires;
 // - remove → Delete (the profile or certificate node for Wi-Fi and root
 //   certificates); DMClient poll values cannot be deleted, they are released;
-// - after changes one Get reads every changed node back — Policy/Config
-//   nodes from Policy/Result, which holds the value in force — and what it
-//   reads becomes reported state (items keyed by LocURI, hashed like compile).
+// - after changes one Get reads every changed node back — a policy both at
+//   Policy/Config (the value Muster set) and Policy/Result (the value in
+//   force, which Group Policy or another MDM may win) — and what it reads
+//   becomes reported state (items keyed by LocURI, hashed like compile).
 // Secrets are resolved only when the service renders a command for the
 // device (renderWindowsCommand), so plans, hashes and the queue never hold them.
 import { diffItems, type Action, type AdminAction, type AdminActionContext, type AdminActionResult, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, NewCommand, Queryable, Store } from '../../controller/store/index.js';
-import { STATUS_TEXT, isContainer, type CommandOutcome, type CommandSpec, type LeafStatus, type RenderedCommand } from './syncml/session.js';
+import { STATUS_TEXT, isContainer, type CommandOutcome, type CommandSpec, type LeafStatus, type RenderedCommand, type ResultItem } from './syncml/session.js';
 import { compileWindowsNodes, cspHash, normalizeValue, policyResultUri, type CspNode, type WindowsCompileOptions } from './csp.js';
 
 export const WINDOWS_COMMAND = {
@@ -32,8 +33,10 @@ interface TrackedNode {
   id: string;
   /** The hash the device holds once this lands (install) or is expected to hold (read-back). */
   hash?: string;
-  /** The node the read-back Get reads. */
+  /** The node the read-back Get reads: the value in force (Policy/Result for a policy). */
   read?: string;
+  /** A policy's own Policy/Config node, read beside Policy/Result: the value this enrollment set. */
+  config?: string;
   verify?: 'value' | 'exists';
   format?: string;
 }
@@ -87,6 +90,10 @@ export function deleteTargetFor(id: string): string {
 
 /** Where a managed node is read back from when its compiled payload is not at hand (refresh). */
 const readUriFor = (id: string) => policyResultUri(id) ?? id;
+/** The Policy/Config node read beside Policy/Result, for a policy node. */
+const configUriFor = (id: string, read: string) => (policyResultUri(id) === read ? id : undefined);
+/** The Get items of a read-back: each node's Config (policies) and value in force. */
+const readItems = (nodes: readonly TrackedNode[]) => nodes.flatMap((n) => [...(n.config ? [{ target: n.config }] : []), { target: n.read! }]);
 const verifyFor = (id: string): 'value' | 'exists' => (/\/WlanXml$|\/EncodedCertificate$/i.test(id) ? 'exists' : 'value');
 
 export function createWindowsDriver(o: WindowsDriverOptions = {}): PlatformDriver {
@@ -134,16 +141,18 @@ export function createWindowsDriver(o: WindowsDriverOptions = {}): PlatformDrive
           });
         }
         if (released.length) await release(ctx.store, device.id, released, ctx.tx);
-        const reads = installs.flatMap((a) => {
+        const reads = installs.flatMap((a): TrackedNode[] => {
           const n = a.item.payload as CspNode;
-          return n.read ? [{ id: a.item.id, hash: a.item.hash, read: n.read, verify: n.verify, format: n.format }] : [];
+          if (!n.read) return [];
+          const config = configUriFor(a.item.id, n.read);
+          return [{ id: a.item.id, hash: a.item.hash, read: n.read, ...(config ? { config } : {}), verify: n.verify, format: n.format }];
         });
         if (reads.length) {
           commands.push({
             uuid: commandUuid(device.id, WINDOWS_COMMAND.readBack, reads.map((r) => `${r.id}=${r.hash}`).join('\n'), nonce),
             deviceId: device.id,
             type: WINDOWS_COMMAND.readBack,
-            payload: { kind: 'readback', spec: { verb: 'Get', items: reads.map((r) => ({ target: r.read })) }, nodes: reads, tolerate: [404], ...(installs.some((a) => (a.item.payload as CspNode).secret || (a.item.payload as CspNode).verify === 'exists') ? { sensitive: true } : {}) } satisfies WindowsQueuedCommand,
+            payload: { kind: 'readback', spec: { verb: 'Get', items: readItems(reads) }, nodes: reads, tolerate: [404], ...(installs.some((a) => (a.item.payload as CspNode).secret || (a.item.payload as CspNode).verify === 'exists') ? { sensitive: true } : {}) } satisfies WindowsQueuedCommand,
           });
         }
       }
@@ -194,12 +203,17 @@ async function windowsAdminAction(ctx: AdminActionContext, device: DriverDevice,
       commands = [inventoryCommand(device.id, `admin:${ctx.requestId}`, 10)];
       const held = (await ctx.store.devices.reportedMany([device.id], REPORTED_ITEMS, ctx.tx)).get(device.id)?.state as ReportedItems | undefined;
       const ids = Object.keys(held?.items ?? {}).sort();
+      const nodes = ids.map((id): TrackedNode => {
+        const read = readUriFor(id);
+        const config = configUriFor(id, read);
+        return { id, read, ...(config ? { config } : {}), verify: verifyFor(id) };
+      });
       if (ids.length) {
         commands.push({
           uuid: commandUuid(device.id, 'admin', WINDOWS_COMMAND.readBack, ctx.requestId),
           deviceId: device.id,
           type: WINDOWS_COMMAND.readBack,
-          payload: { kind: 'readback', spec: { verb: 'Get', items: ids.map((id) => ({ target: readUriFor(id) })) }, nodes: ids.map((id) => ({ id, read: readUriFor(id), verify: verifyFor(id) })), tolerate: [404], sensitive: true } satisfies WindowsQueuedCommand,
+          payload: { kind: 'readback', spec: { verb: 'Get', items: readItems(nodes) }, nodes, tolerate: [404], sensitive: true } satisfies WindowsQueuedCommand,
           priority: 10,
         });
       }
@@ -274,39 +288,67 @@ export async function recordWindowsResults(store: Store, deviceId: string, done:
       }
     } else if (p.kind === 'readback') {
       const single = outcome.statuses.filter((s) => !s.targetRefs);
+      const result = (uri: string) => outcome.results.find((x) => sameUri(x.source, uri));
+      // A value came back: the node is there, whatever one Status said for a Get of several nodes.
+      const codeOf = (uri: string) => (result(uri) ? 200 : (outcome.statuses.find((s) => s.targetRefs?.some((t) => sameUri(t, uri))) ?? single[0])?.code);
+      const hashOf = (n: TrackedNode, r: ResultItem) => {
+        const format = n.format ?? r.format ?? 'chr';
+        return cspHash(format, normalizeValue(format, r.data ?? ''));
+      };
       for (const n of p.nodes) {
         if (!n.read) continue;
-        const st = outcome.statuses.find((s) => s.targetRefs?.some((t) => sameUri(t, n.read!))) ?? single[0];
         const cur = items[n.id];
         const failedHere = cur && cur.status === 'failed' && cur.hash === n.hash;
-        if (!st) continue;
-        if (st.code === 404) {
-          // Not on the device (deleted behind our back, or never set): a failure of this very content stays recorded.
-          if (cur && !failedHere) {
+        const gone = () => {
+          // The device took this very content (200) but cannot read it back (ADMX-backed policies, CSPs
+          // without Get): what it accepted stands. Deleting it would reinstall it at every poll.
+          if (n.hash && cur?.hash === n.hash) return;
+          // Not on the device (deleted behind our back, or never set): drift, for the reconciler to repair.
+          if (cur) {
             delete items[n.id];
             changed = true;
           }
-          continue;
-        }
-        if (st.code !== 200) continue;
-        const r = outcome.results.find((x) => sameUri(x.source, n.read!));
-        if (!r) continue;
+        };
+        const set = (v: ReportedItems['items'][string]) => {
+          items[n.id] = v;
+          changed = true;
+        };
+        const inForce = result(n.read);
+        const mine = n.config ? result(n.config) : undefined;
         if ((n.verify ?? 'value') === 'exists') {
+          const code = codeOf(n.read);
+          if (code === 404) gone();
           // Present: what was installed stays (Wi-Fi profiles and certificates read back reformatted).
-          if (!cur) {
-            items[n.id] = { hash: 'present', status: 'installed' };
-            changed = true;
-          }
+          else if (code === 200 && inForce && !cur) set({ hash: 'present', status: 'installed' });
           continue;
         }
-        const format = n.format ?? r.format ?? 'chr';
-        const read = cspHash(format, normalizeValue(format, r.data ?? ''));
-        if (failedHere) continue;
+        if (n.config && (mine || codeOf(n.config) === 404)) {
+          // A policy: Policy/Config says what this enrollment set, Policy/Result what is in force.
+          if (!mine) {
+            gone();
+            continue;
+          }
+          if (failedHere) continue;
+          const setHash = hashOf(n, mine);
+          // Another value than the one just sent (or found by a refresh): drift, for the reconciler to repair.
+          if (n.hash && setHash !== n.hash) set({ hash: setHash, status: 'installed' });
+          else if (inForce && hashOf(n, inForce) !== setHash) {
+            // Set, but another source wins (Group Policy, a conflicting MDM): say so, do not loop.
+            set({ hash: setHash, status: 'failed', error: `set, but ${n.read} reads back ${JSON.stringify((inForce.data ?? '').slice(0, 80))}` });
+          } else set({ hash: setHash, status: 'installed' });
+          continue;
+        }
+        const code = codeOf(n.read);
+        if (code === 404) {
+          gone();
+          continue;
+        }
+        if (code !== 200 || !inForce || failedHere) continue;
+        const read = hashOf(n, inForce);
         if (n.hash && read !== n.hash && cur?.hash === n.hash && cur.status === 'installed') {
           // The device took the value but another source wins (Group Policy, a conflicting MDM): say so, do not loop.
-          items[n.id] = { hash: n.hash, status: 'failed', error: `set, but ${n.read} reads back ${JSON.stringify((r.data ?? '').slice(0, 80))}` };
-        } else items[n.id] = { hash: read, status: 'installed' };
-        changed = true;
+          set({ hash: n.hash, status: 'failed', error: `set, but ${n.read} reads back ${JSON.stringify((inForce.data ?? '').slice(0, 80))}` });
+        } else set({ hash: read, status: 'installed' });
       }
     }
   }

@@ -28,6 +28,19 @@ export async function windowsMdmRoutes(app: FastifyInstance, o: WindowsMdmRoutes
 
   const text = (reply: FastifyReply, code: number, body: string) => reply.code(code).header('content-type', 'text/plain; charset=utf-8').send(body);
 
+  // What fastify refuses before the handler (too large) keeps its status with a short reason; a failure
+  // inside is a bare 500 (the DM client retries at its next poll), its cause in the log only.
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    if (err.statusCode !== undefined && err.statusCode < 500) {
+      o.log.warn('OMA-DM request refused', { remote: req.ip, status: err.statusCode, error: err.message });
+      return text(reply, err.statusCode, err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the message is larger than ${limit} bytes` : 'bad request');
+    }
+    const fields = { remote: req.ip, error: err.message };
+    if (o.log.error) o.log.error('OMA-DM request failed', fields);
+    else o.log.warn('OMA-DM request failed', fields);
+    return text(reply, 500, 'internal error');
+  });
+
   app.post(MDM_PATH, async (req: FastifyRequest, reply: FastifyReply) => {
     if (String(req.headers['content-type'] ?? '').toLowerCase().startsWith('application/vnd.syncml.dm+wbxml')) {
       // Muster provisions devices for XML (DEFAULTENCODING); WBXML is not read.

@@ -10,6 +10,11 @@
 //   a new one ends whatever the device had open (its unanswered commands go
 //   back to the queue), Alert 1223 aborts (the same), and it ends cleanly
 //   with our message that holds only statuses and Final;
+// - every message of ours ends our package (Final) and holds only what fits
+//   the device's MaxMsgSize; the rest goes in the next package, once the
+//   device has answered (OMA DM: no new commands before the statuses of the
+//   previous ones). A device message without Final gets the Next Message
+//   answer: statuses and Alert 1222, no commands, no Final;
 // - 1226 with com.microsoft:mdm.unenrollment.userrequest: the user removed
 //   the work account; the device deletes what we installed right after;
 // - 1224 events (LoginStatus …) and the ./DevInfo Replace of package 1 say
@@ -23,6 +28,7 @@ import type { ClientMessage } from './syncml/wire.js';
 export interface WindowsMdmLog {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
+  error?(msg: string, fields?: Record<string, unknown>): void;
 }
 
 export interface WindowsMdmServiceOptions {
@@ -248,6 +254,12 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
       if (!r.clientFinal) c.askForNextMessage();
       else if (!limitReached) await fill(c, s, deviceId, tx);
       const out = c.finish(limitReached ? { end: true } : {});
+      const left = out.ended ? unfinishedWork(out.state) : [];
+      if (left.length) {
+        // The session ends with this message (no command fitted beside its statuses): what waits goes back to the queue.
+        await requeue(deviceId, left, tx);
+        out.state = dropWork(out.state, left);
+      }
       await store.windowsSessions.put(deviceId, sessionId, out.state, out.ended, tx);
       if (fresh) await store.windowsSessions.prune(new Date(now().getTime() - 7 * 86_400_000), tx);
       return { status: 200 as const, body: out.xml, ended: out.ended };

@@ -72,7 +72,7 @@ describe('passcode → Policy CSP DeviceLock', () => {
 describe('encryption, restrictions and updates', () => {
   it('requires BitLocker through RequireDeviceEncryption', () => {
     expect(nodes({ settings: { encryption: { required: true, escrowRecoveryKey: true } } })).toEqual([
-      { locUri: './Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption', format: 'int', value: '1', method: 'add', read: './Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption', verify: 'value' },
+      { locUri: './Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption', format: 'int', value: '1', method: 'replace', read: './Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption', verify: 'value' },
     ]);
   });
 
@@ -182,6 +182,14 @@ describe('certificates, raw settings and the poll schedule', () => {
       { locUri: './Vendor/MSFT/Custom/Flag', format: 'bool', value: 'true', method: 'add', read: './Vendor/MSFT/Custom/Flag', verify: 'value' },
       { locUri: './Vendor/MSFT/VPNv2/Corp/Secret', format: 'chr', value: '${secret:VPN}', method: 'add', read: './Vendor/MSFT/VPNv2/Corp/Secret', verify: 'exists', secret: true },
     ]);
+  });
+
+  it('checks an ADMX-backed raw policy for presence only: Windows reads it back in another form', () => {
+    const [admx] = nodes({ windows: { settings: [{ omaUri: './Device/Vendor/MSFT/Policy/Config/ADMX_RemovableStorage/RemovableStorageClasses_DenyAll_Access_2', format: 'chr', value: '<enabled/>' }] } });
+    expect(admx).toMatchObject({ method: 'replace', read: './Device/Vendor/MSFT/Policy/Result/ADMX_RemovableStorage/RemovableStorageClasses_DenyAll_Access_2', verify: 'exists' });
+    // A plain chr policy value is still compared.
+    const [chr] = nodes({ windows: { settings: [{ omaUri: './Device/Vendor/MSFT/Policy/Config/Update/TargetReleaseVersion', format: 'chr', value: '24H2' }] } });
+    expect(chr!.verify).toBe('value');
   });
 
   it('lets a raw setting win over the vocabulary for the same node, and says so', () => {

@@ -62,7 +62,7 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
     expect((await store.windowsSessions.get(d.deviceId, '1'))!.ended).toBe(true);
   });
 
-  it('keeps every server message within the device MaxMsgSize: many commands go out over several messages (no Final until the last)', async () => {
+  it('keeps every server message within the device MaxMsgSize: many commands go out package by package, each message Final', async () => {
     const d = await pc({ maxMsgSize: 4000 });
     for (let i = 0; i < 12; i++) {
       await queue(d.deviceId, `0d0d0d0d-0000-4000-8000-0000000000${String(i).padStart(2, '0')}`, { kind: 'install', spec: { verb: 'Replace', items: [{ target: `./Device/Vendor/MSFT/Policy/Config/Test/Setting${i}`, format: 'chr', data: 'v'.repeat(600) }] }, nodes: [{ id: `./Device/Vendor/MSFT/Policy/Config/Test/Setting${i}`, hash: cspHash('chr', 'v'.repeat(600)) }] });
@@ -70,14 +70,40 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
     const s = await d.sync();
     expect(s.messages).toBeGreaterThan(3);
     expect(d.received.every((m) => Buffer.byteLength(m) <= 4000)).toBe(true);
-    const finals = d.received.map((m) => decodeServerMessage(m).final);
-    expect(finals.at(-1)).toBe(true);
-    expect(finals.slice(0, -2).every((f) => f === false)).toBe(true);
-    // The device asked for the rest with Alert 1222 each time the server left Final off.
-    expect(d.sent.slice(1, -1).every((m) => decodeClientMessage(m).body.some((c) => c.kind === 'Alert' && c.data === '1222'))).toBe(true);
+    // OMA DM: the server closes each package, and sends the next commands only after the statuses of the last.
+    expect(d.received.map((m) => decodeServerMessage(m).final).every(Boolean)).toBe(true);
+    expect(s.nextMessages).toBe(0);
+    expect(d.sent.map((m) => decodeClientMessage(m).final).every(Boolean)).toBe(true);
+    expect(d.sent.some((m) => decodeClientMessage(m).body.some((c) => c.kind === 'Alert' && c.data === '1222'))).toBe(false);
+    for (const [i, text] of d.received.entries()) {
+      const m = decodeServerMessage(text);
+      const sentIds = new Set(m.body.filter((c) => c.kind !== 'Status').map((c) => c.cmdId));
+      // Every command of a package is answered in the device's very next message.
+      if (sentIds.size && d.sent[i + 1]) expect(decodeClientMessage(d.sent[i + 1]!).body.filter((c) => c.kind === 'Status' && c.msgRef === m.msgId && sentIds.has(c.cmdRef))).toHaveLength(sentIds.size);
+    }
     expect(s.commands.filter((c) => c.startsWith('Replace'))).toHaveLength(12);
     for (let i = 0; i < 12; i++) expect(d.tree.get(`./Device/Vendor/MSFT/Policy/Config/Test/Setting${i}`)?.value).toBe('v'.repeat(600));
     expect(await store.commands.unfinishedCount(d.deviceId)).toBe(0);
+    expect((await store.windowsSessions.get(d.deviceId, s.sessionId))!.ended).toBe(true);
+  });
+
+  it('takes a device package sent over several messages: Next Message answers (Alert 1222, no Final) until the device sends Final', async () => {
+    const d = await pc({ maxElementsPerMessage: 2 });
+    await queue(d.deviceId, '0d0d0d0d-0000-4000-8000-0000000000aa', { kind: 'install', spec: { verb: 'Replace', items: [{ target: './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera', format: 'int', data: '0' }] }, nodes: [{ id: './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera', hash: cspHash('int', '0') }] });
+    const s = await d.sync();
+    const first = decodeClientMessage(d.sent[0]!);
+    expect(first.final).toBe(false);
+    const answer = decodeServerMessage(d.received[0]!);
+    expect(answer.final).toBe(false);
+    expect(answer.body.filter((c) => c.kind !== 'Status').map((c) => c.kind === 'Alert' && c.data)).toEqual(['1222']);
+    expect(s.nextMessages).toBeGreaterThan(0);
+    // The command went out only once the device had closed its package, in a Final message of the server.
+    const withCommands = d.received.map((m) => decodeServerMessage(m)).filter((m) => m.body.some((c) => c.kind === 'Replace'));
+    expect(withCommands).toHaveLength(1);
+    expect(withCommands[0]!.final).toBe(true);
+    expect(d.tree.get('./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera')?.value).toBe('0');
+    expect((await store.commands.get('0d0d0d0d-0000-4000-8000-0000000000aa'))!.state).toBe('completed');
+    expect((await store.windowsSessions.get(d.deviceId, s.sessionId))!.ended).toBe(true);
   });
 
   it('sends an Add again as Replace when the node already exists (418)', async () => {
@@ -118,6 +144,24 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
     const count = d.sessions.length;
     expect(new Set(d.sessions.map((s) => s.sessionId)).size).toBe(count);
     expect(d.lastError).toBeUndefined();
+  });
+
+  it('answers 413 with a short reason to a message over the size limit, and keeps nothing of it', async () => {
+    const d = await pc();
+    const huge = `<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>77</SessionID><MsgID>1</MsgID><Target><LocURI>${url}</LocURI></Target><Source><LocURI>${d.deviceId}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>1</CmdID><Data>1201</Data></Alert><Replace><CmdID>2</CmdID><Item><Source><LocURI>./DevInfo/Mod</LocURI></Source><Data>${'x'.repeat(1024 * 1024 + 10)}</Data></Item></Replace><Final/></SyncBody></SyncML>`;
+    const r = await new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+      const req = https.request(url, { method: 'POST', ca: tls.cert, cert: d['o'].certPem, key: d['o'].keyPem, agent: false, headers: { 'content-type': 'application/vnd.syncml.dm+xml' } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body: text }));
+      });
+      req.on('error', reject);
+      req.end(huge);
+    });
+    expect(r).toMatchObject({ status: 413, body: 'the message is larger than 1048576 bytes' });
+    expect(r.type).toMatch(/^text\/plain/);
+    expect(await store.windowsSessions.get(d.deviceId, '77')).toBeUndefined();
+    expect((await store.devices.get(d.deviceId))!.model ?? '').not.toMatch(/^x/);
   });
 
   it('answers 400 to unreadable SyncML, 415 to WBXML, 403 without a client certificate; answers are application/vnd.syncml.dm+xml', async () => {

@@ -46,11 +46,15 @@ for (const backend of backends) {
       expect(lock!.nodes!.map((n) => n.id)).toEqual(['./Device/Vendor/MSFT/Policy/Config/DeviceLock/DevicePasswordEnabled', './Device/Vendor/MSFT/Policy/Config/DeviceLock/MinDevicePasswordLength']);
       expect(wifi).toMatchObject({ spec: { verb: 'Add', items: [{ target: './Vendor/MSFT/WiFi/Profile/Corp/WlanXml', format: 'chr' }] }, xmlTargets: ['./Vendor/MSFT/WiFi/Profile/Corp/WlanXml'], sensitive: true });
       expect(JSON.stringify(wifi)).toContain('${secret:CORP_PSK}');
+      // Each policy at Policy/Config (what Muster set) and Policy/Result (what is in force).
       expect(get!.spec).toEqual({
         verb: 'Get',
         items: [
+          { target: './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera' },
           { target: './Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera' },
+          { target: './Device/Vendor/MSFT/Policy/Config/DeviceLock/DevicePasswordEnabled' },
           { target: './Device/Vendor/MSFT/Policy/Result/DeviceLock/DevicePasswordEnabled' },
+          { target: './Device/Vendor/MSFT/Policy/Config/DeviceLock/MinDevicePasswordLength' },
           { target: './Device/Vendor/MSFT/Policy/Result/DeviceLock/MinDevicePasswordLength' },
           { target: './Vendor/MSFT/WiFi/Profile/Corp/WlanXml' },
         ],
@@ -149,6 +153,53 @@ for (const backend of backends) {
         expect((await reported())[B]).toBeUndefined();
         const events = await store.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM events WHERE topic = 'device.reported' AND payload->>'deviceId' = $1`, [DEV]);
         expect(events.rows[0]!.n).toBeGreaterThanOrEqual(5);
+      });
+
+      it('reads a policy at Policy/Config and Policy/Result: set and in force, set but overridden, or another value set', async () => {
+        const P = './Device/Vendor/MSFT/Policy/Config/Update/AllowAutoUpdate';
+        const R = './Device/Vendor/MSFT/Policy/Result/Update/AllowAutoUpdate';
+        const h = cspHash('int', '2');
+        const back = (config: string | undefined, result: string | undefined, expected: string | null = h) =>
+          record(
+            cmd({ kind: 'readback', spec: { verb: 'Get', items: [] }, nodes: [{ id: P, ...(expected ? { hash: expected } : {}), read: R, config: P, verify: 'value', format: 'int' }] }),
+            outcome({ statuses: [{ path: '0', verb: 'Get', targets: [P, R], code: 200 }], results: [...(config !== undefined ? [{ source: P, format: 'int', data: config }] : []), ...(result !== undefined ? [{ source: R, format: 'int', data: result }] : [])] }),
+          );
+        // Read back before the install's own status is in: Policy/Config shows Muster's value, Group Policy's is in force.
+        await back('2', '0');
+        expect((await reported())[P]).toEqual({ hash: h, status: 'failed', error: `set, but ${R} reads back "0"` });
+        await store.devices.report(DEV, REPORTED_ITEMS, { items: {} });
+        await back('2', '2');
+        expect((await reported())[P]).toEqual({ hash: h, status: 'installed' });
+        // Set by Muster, but Group Policy wins: failed for this very content, so the reconciler does not loop.
+        await back('2', '0');
+        expect((await reported())[P]).toEqual({ hash: h, status: 'failed', error: `set, but ${R} reads back "0"` });
+        // A refresh finds another value set: drift (the reconciler sends the wanted one again).
+        await back('5', '5', null);
+        expect((await reported())[P]).toEqual({ hash: cspHash('int', '5'), status: 'installed' });
+      });
+
+      it('keeps a node the device took (200) but cannot read back (404): no reinstall at every poll', async () => {
+        const C = './Device/Vendor/MSFT/Policy/Config/ADMX_Foo/Bar';
+        const RC = './Device/Vendor/MSFT/Policy/Result/ADMX_Foo/Bar';
+        const h = cspHash('chr', '<enabled/>');
+        await record(cmd({ kind: 'install', spec: { verb: 'Replace', items: [] }, nodes: [{ id: C, hash: h }] }), outcome({ statuses: [{ path: '0', verb: 'Replace', targets: [C], code: 200 }] }));
+        await record(cmd({ kind: 'readback', spec: { verb: 'Get', items: [] }, nodes: [{ id: C, hash: h, read: RC, verify: 'exists', format: 'chr' }] }), outcome({ statuses: [{ path: '0', verb: 'Get', targets: [RC], code: 404 }] }));
+        expect((await reported())[C]).toEqual({ hash: h, status: 'installed' });
+        // A refresh (no expected hash) that finds it gone is drift.
+        await record(cmd({ kind: 'readback', spec: { verb: 'Get', items: [] }, nodes: [{ id: C, read: RC, verify: 'exists' }] }), outcome({ statuses: [{ path: '0', verb: 'Get', targets: [RC], code: 404 }] }));
+        expect((await reported())[C]).toBeUndefined();
+      });
+
+      it('reads a Get of several nodes answered by one 404 Status: nodes with Results are there, the others are not', async () => {
+        const P = './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera';
+        const RP = './Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera';
+        const Q = './Vendor/MSFT/WiFi/Profile/Gone/WlanXml';
+        await store.devices.report(DEV, REPORTED_ITEMS, { items: { [Q]: { hash: 'q', status: 'installed' } } });
+        await record(
+          cmd({ kind: 'readback', spec: { verb: 'Get', items: [] }, nodes: [{ id: P, read: RP, verify: 'value' }, { id: Q, read: Q, verify: 'exists' }] }),
+          outcome({ statuses: [{ path: '0', verb: 'Get', targets: [RP, Q], code: 404 }], results: [{ source: RP, format: 'int', data: '0' }] }),
+        );
+        expect(await reported()).toEqual({ [P]: { hash: cspHash('int', '0'), status: 'installed' } });
       });
 
       it('forgets a node once deleted, already gone (404) or not deletable (405), keeps it on another failure', async () => {

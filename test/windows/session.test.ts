@@ -73,8 +73,8 @@ describe('sending queued commands and matching what comes back', () => {
       ['./DevDetail/Ext/Microsoft/OSPlatform', 'chr', 'Windows 11 Enterprise'],
       ['./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance', 'int', '1'],
     ]);
-    // We answer its Results too (MsgRef its MsgID 2), but never its Statuses.
-    expect(r2.statuses.map((s) => [s.msgRef, s.cmdRef, s.cmd])).toEqual([['2', '0', 'SyncHdr'], ['2', '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d', 'Results']]);
+    // Only its SyncHdr is answered (MsgRef its MsgID 2): never its Statuses, nor its Results (OMA DM).
+    expect(r2.statuses.map((s) => [s.msgRef, s.cmdRef, s.cmd])).toEqual([['2', '0', 'SyncHdr']]);
     expect(r2.state.sent).toEqual({});
     expect(r2.state.work).toEqual({});
     // Nothing left: the answer is statuses and Final, and the session is over.
@@ -157,13 +157,15 @@ describe('sending queued commands and matching what comes back', () => {
 describe('messages bounded by the device MaxMsgSize', () => {
   const big = (n: number) => ({ spec: { verb: 'Replace' as const, items: [{ target: `./Vendor/MSFT/Policy/Config/Test/Node${n}`, format: 'chr', data: 'x'.repeat(700) }] } });
 
-  it('splits commands across messages: no Final while more wait, the device asks with 1222, the next MsgID carries the rest', () => {
+  it('sends what fits with Final (a complete package) and the rest in the next package, once the device has answered', () => {
     const s: SessionState = { ...start(), maxMsgSize: 2300 };
     const c = new Composer(s, [], SERVER);
     const results = [1, 2, 3, 4].map((n) => c.add(`u${n}`, big(n)));
     expect(results).toEqual(['added', 'added', 'full', 'full']);
     const o1 = c.finish();
-    expect(o1).toMatchObject({ final: false, ended: false });
+    // OMA DM: the server closes every package it can, and sends nothing new before the statuses of what it sent.
+    expect(o1).toMatchObject({ final: true, ended: false });
+    expect(decodeServerMessage(o1.xml).final).toBe(true);
     expect(Buffer.byteLength(o1.xml)).toBeLessThanOrEqual(2300);
     expect(o1.state.carry).toEqual(['u3', 'u4']);
     const ids = sentIds(o1.xml).map((x) => x.cmdId);
@@ -172,32 +174,68 @@ describe('messages bounded by the device MaxMsgSize', () => {
       deviceMsg('2', [
         { kind: 'Status', cmdId: '1', msgRef: '1', cmdRef: ids[0]!, cmd: 'Replace', data: '200' },
         { kind: 'Status', cmdId: '2', msgRef: '1', cmdRef: ids[1]!, cmd: 'Replace', data: '200' },
-        { kind: 'Alert', cmdId: '3', data: '1222' },
       ]),
       { credentialsAccepted: true },
     );
     expect(r.completed.map((o) => o.uuid)).toEqual(['u1', 'u2']);
     expect(r.lost).toEqual([]);
-    // The session goes on, message by message, until nothing waits; every message stays within the limit.
+    // Package by package until nothing waits; every message stays within the limit and is Final.
     let state = r.state;
     let statuses = r.statuses;
     const delivered: string[] = [];
-    for (let msgId = 2; ; msgId++) {
+    for (let msgId = 2; msgId < 10; msgId++) {
       const c2 = new Composer(state, statuses, SERVER);
       for (const u of state.carry) c2.add(u, big(Number(u.slice(1))));
       const o = c2.finish();
       expect(Buffer.byteLength(o.xml)).toBeLessThanOrEqual(2300);
       const m = decodeServerMessage(o.xml);
       expect(m.msgId).toBe(String(msgId));
+      expect(m.final).toBe(true);
       const cmds = sentIds(o.xml);
       delivered.push(...cmds.map((x) => (x.kind === 'Replace' ? (x.items[0]!.target ?? '') : '')));
-      expect(m.final).toBe(o.state.carry.length === 0);
-      if (m.final) break;
-      const next = receive(o.state, deviceMsg(String(msgId + 1), [...cmds.map((x, i) => ({ kind: 'Status' as const, cmdId: String(i + 1), msgRef: m.msgId, cmdRef: x.cmdId, cmd: 'Replace', data: '200' })), { kind: 'Alert', cmdId: '9', data: '1222' }]), { credentialsAccepted: true });
+      expect(o.ended).toBe(cmds.length === 0);
+      if (o.ended) break;
+      const next = receive(o.state, deviceMsg(String(msgId + 1), cmds.map((x, i) => ({ kind: 'Status' as const, cmdId: String(i + 1), msgRef: m.msgId, cmdRef: x.cmdId, cmd: 'Replace', data: '200' }))), { credentialsAccepted: true });
+      expect(next.completed.map((x) => x.uuid)).toHaveLength(cmds.length);
       state = next.state;
       statuses = next.statuses;
     }
     expect(delivered).toEqual(['./Vendor/MSFT/Policy/Config/Test/Node3', './Vendor/MSFT/Policy/Config/Test/Node4']);
+  });
+
+  it('ends the session with a message that carries no command, leaving what still waits for the caller to requeue', () => {
+    // Only the SyncHdr status fits beside this big command: it waits, and the message (statuses only) ends the session.
+    const statuses = Array.from({ length: 8 }, (_, i) => ({ kind: 'Status' as const, cmdId: String(i + 1), msgRef: '1', cmdRef: String(i), cmd: i ? 'Alert' : 'SyncHdr', ...(i ? {} : { targetRefs: [SERVER], sourceRefs: [DEVICE] }), data: '200' }));
+    const sized = new Composer({ ...start(), maxMsgSize: 1e9 }, [statuses[0]!], SERVER);
+    sized.add('probe', big(1));
+    // Room for the command beside the SyncHdr status, not beside all eight statuses.
+    const limit = Buffer.byteLength(sized.finish().xml) + 40;
+    const c = new Composer({ ...start(), maxMsgSize: limit }, statuses, SERVER);
+    expect(c.add('u1', big(1))).toBe('full');
+    // One that fits still goes: a message without commands would end the session.
+    expect(c.add('small', { spec: { verb: 'Get', items: [{ target: './DevDetail/SwV' }] } })).toBe('added');
+    const o = c.finish();
+    expect(o).toMatchObject({ final: true, ended: false });
+    expect(o.state.carry).toEqual(['u1']);
+    const c2 = new Composer({ ...start(), maxMsgSize: limit }, statuses, SERVER);
+    expect(c2.add('u1', big(1))).toBe('full');
+    const o2 = c2.finish();
+    expect(o2).toMatchObject({ final: true, ended: true });
+    expect(unfinishedWork(o2.state)).toEqual(['u1']);
+  });
+
+  it('waits for a Get\'s Results when the device sends them in the next message of its package', () => {
+    const c = new Composer(start(), [], SERVER);
+    c.add('g', { spec: { verb: 'Get', items: [{ target: './DevDetail/SwV' }] } });
+    const o = c.finish();
+    const [get] = sentIds(o.xml);
+    const r1 = receive(o.state, deviceMsg('2', [{ kind: 'Status', cmdId: '1', msgRef: '1', cmdRef: get!.cmdId, cmd: 'Get', data: '200' }], false), { credentialsAccepted: true });
+    expect(r1.completed).toEqual([]);
+    const r2 = receive(r1.state, deviceMsg('3', [{ kind: 'Results', cmdId: '2', msgRef: '1', cmdRef: get!.cmdId, items: [{ source: './DevDetail/SwV', format: 'chr', data: '10.0.26100.1' }] }]), { credentialsAccepted: true });
+    expect(r2.completed).toEqual([expect.objectContaining({ uuid: 'g', ok: true, results: [{ source: './DevDetail/SwV', format: 'chr', data: '10.0.26100.1' }] })]);
+    // Without Results by the end of the device's package, the Get is done with what it has.
+    const r3 = receive(r1.state, deviceMsg('3', [{ kind: 'Alert', cmdId: '2', data: '1224' }]), { credentialsAccepted: true });
+    expect(r3.completed).toEqual([expect.objectContaining({ uuid: 'g', ok: true, results: [] })]);
   });
 
   it('calls a command that can never fit too large', () => {
@@ -205,14 +243,16 @@ describe('messages bounded by the device MaxMsgSize', () => {
     expect(c.add('huge', big(1))).toBe('too-large');
   });
 
-  it('asks a device whose package is not complete for its next message (Alert 1222) instead of sending commands', () => {
+  it('answers a device message without Final with Next Message: statuses and Alert 1222, no commands, no Final', () => {
     const r = receive(start(), deviceMsg('1', [{ kind: 'Alert', cmdId: '1', data: '1201' }], false), { credentialsAccepted: true });
     expect(r.clientFinal).toBe(false);
     const c = new Composer(r.state, r.statuses, SERVER);
     c.askForNextMessage();
     const o = c.finish();
-    expect(o).toMatchObject({ final: true, ended: false });
-    expect(decodeServerMessage(o.xml).body.map((b) => b.kind === 'Alert' && b.data)).toContain('1222');
+    expect(o).toMatchObject({ final: false, ended: false });
+    const m = decodeServerMessage(o.xml);
+    expect(m.final).toBe(false);
+    expect(m.body.map((b) => (b.kind === 'Alert' ? `Alert ${b.data}` : b.kind))).toEqual(['Status', 'Status', 'Alert 1222']);
   });
 });
 

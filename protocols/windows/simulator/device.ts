@@ -8,9 +8,10 @@
 //   ./DevInfo nodes and DMClient HWDevID, Final;
 // - then it answers every server command with a Status (Results for a Get,
 //   with Meta Format), runs Atomic all-or-nothing (507 and 216), refuses a
-//   server message larger than its MaxMsgSize, asks for the next message with
-//   Alert 1222 when the server leaves Final off, and ends the session when
-//   the server sends nothing but statuses;
+//   server message larger than its MaxMsgSize, follows OMA DM's package
+//   rules (its own package over several messages without Final when asked
+//   to, Alert 1222 and no Final while the server's package goes on), and ends
+//   the session when the server closes a package with nothing but statuses;
 // - it polls on a schedule (its DMClient Poll interval; tests scale minutes).
 import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -43,6 +44,8 @@ export interface SimulatedWindowsOptions {
   language?: string;
   /** The largest message it accepts (MaxMsgSize). Default 524288. */
   maxMsgSize?: number;
+  /** Sends its package over several messages, this many body elements each (as a PC does with results too large for one). Default: one message. */
+  maxElementsPerMessage?: number;
   /** Nodes that refuse writes (405). */
   readOnly?: string[];
   /** Nodes whose write fails (500) inside an Atomic. */
@@ -59,6 +62,8 @@ export interface SessionSummary {
   sessionId: string;
   /** Server messages received. */
   messages: number;
+  /** Server messages without Final (Next Message answers, Alert 1222). */
+  nextMessages: number;
   /** Commands the server sent, as "Verb target". */
   commands: string[];
 }
@@ -163,18 +168,29 @@ export class SimulatedWindowsDevice {
     const sessionId = (++this.sessionCounter).toString(16).toUpperCase();
     const version = this.o.version ?? '1.2';
     this.cmdCounter = 0;
-    const summary: SessionSummary = { sessionId, messages: 0, commands: [] };
+    const summary: SessionSummary = { sessionId, messages: 0, nextMessages: 0, commands: [] };
     const cred = this.credential();
     const devInfo = ['./DevInfo/DevId', './DevInfo/Man', './DevInfo/Mod', './DevInfo/DmV', './DevInfo/Lang', './Vendor/MSFT/DMClient/HWDevID'];
     let msgId = 1;
-    let body: DeviceBodyElement[] = [
+    // What this device still has to send of its current package (it may take several messages).
+    let queue: DeviceBodyElement[] = [
       { kind: 'Alert', cmdId: this.cmdId(), data: '1201' },
       { kind: 'Alert', cmdId: this.cmdId(), data: '1224', items: [{ type: 'com.microsoft/MDM/LoginStatus', format: 'chr', data: 'user' }] },
       { kind: 'Replace', cmdId: this.cmdId(), items: devInfo.map((uri) => ({ source: uri, data: this.tree.get(uri)!.value })) },
       ...extra.map((e) => ({ ...e, cmdId: this.cmdId() })),
     ];
+    let serverFinal = true;
+    // The answers to the server's last message go in the next message whatever its size.
+    let answers: DeviceBodyElement[] = [];
+    const perMessage = this.o.maxElementsPerMessage ?? Number.POSITIVE_INFINITY;
     for (let round = 0; round < 100; round++) {
-      const text = encodeDeviceMessage({ version, sessionId, msgId: String(msgId), source: this.deviceId, target: this.o.managementUrl, ...(round === 0 && cred ? { cred } : {}), ...(round === 0 ? { maxMsgSize: this.maxMsgSize } : {}), body, final: true });
+      // OMA DM: Final closes this device's package only once it is all sent and the server has closed its own;
+      // while the server's package goes on, the device asks for the rest with Alert 1222.
+      const body = [...answers, ...queue.splice(0, Math.max(1, perMessage))];
+      const more = queue.length > 0;
+      if (!more && !serverFinal) body.push({ kind: 'Alert', cmdId: this.cmdId(), data: '1222' });
+      const final = !more && serverFinal;
+      const text = encodeDeviceMessage({ version, sessionId, msgId: String(msgId), source: this.deviceId, target: this.o.managementUrl, ...(round === 0 && cred ? { cred } : {}), ...(round === 0 ? { maxMsgSize: this.maxMsgSize } : {}), body, final });
       this.sent.push(text);
       const reply = await this.post(text);
       this.received.push(reply);
@@ -187,9 +203,16 @@ export class SimulatedWindowsDevice {
       const commands = m.body.filter((c) => c.kind !== 'Status');
       const out: DeviceBodyElement[] = [{ kind: 'Status', cmdId: this.cmdId(), msgRef: m.msgId, cmdRef: '0', cmd: 'SyncHdr', targetRefs: [this.deviceId], sourceRefs: [m.source], data: '200' }];
       for (const c of commands) out.push(...this.run(c, m.msgId, summary, false));
-      if (m.final && commands.length === 0) break;
-      if (!m.final) out.push({ kind: 'Alert', cmdId: this.cmdId(), data: '1222' });
-      body = out;
+      // The Next Message answer (the server's Alert 1222) asks for the rest of this device's package; it opens no package of the server's.
+      if (!commands.some((c) => c.kind === 'Alert' && c.data === '1222')) serverFinal = m.final;
+      // A closed server package without commands ends the session (unless this device's own package is not all sent).
+      if (m.final && commands.length === 0 && !more) break;
+      if (!m.final) summary.nextMessages++;
+      if (queue.length) answers = out;
+      else {
+        answers = [];
+        queue = out;
+      }
       msgId++;
     }
     this.sessions.push(summary);

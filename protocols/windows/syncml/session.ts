@@ -11,16 +11,21 @@
 //   `sent[MsgID][CmdID]` says which queued command a status belongs to;
 // - the first Status we send answers the device's SyncHdr (CmdRef 0,
 //   Cmd SyncHdr, 212 when it carried credentials we accept, else 200), then
-//   one per device command in order (Status itself is never answered);
+//   one per device command in order (Status and Results are never answered:
+//   OMA DM says Status MUST NOT be sent in response to Results);
 // - Atomic: the device answers 507 for the Atomic and 216 for each rolled-back
 //   child when one child fails; no Get and no Atomic may sit inside one;
 // - Add on an existing node answers 418: the command is sent once more with
 //   those Adds as Replace;
-// - a message without <Final/> continues its package: a device that has more
-//   to send gets our statuses and Alert 1222 (next message); when our own
-//   commands do not fit the device's MaxMsgSize we leave Final off and go on
-//   in the next message; the session ends with a message that holds only
-//   statuses and Final.
+// - packages and Final (OMA-TS-DM_Protocol 1.2 "Multiple messages in
+//   package"): the server sends Final in every message it can, and sends no
+//   new commands until the device has answered the previous ones. So when our
+//   commands do not fit the device's MaxMsgSize, this message still ends our
+//   package (Final) and the rest waits for the next one, after the device's
+//   statuses. Only the "Next Message" answer to a device message without
+//   Final (its package goes on) leaves Final off: statuses, Alert 1222, no
+//   commands. A server message without commands ends the session (the device
+//   has nothing left to answer).
 import type { ClientCommand, ClientMessage, Item, ServerCommand, ServerItem, ServerStatus, SyncmlVersion } from './wire.js';
 import { bodySize, encodeServerMessage, envelopeSize } from './wire.js';
 
@@ -261,7 +266,7 @@ export function receive(prev: SessionState, msg: ClientMessage, o: { credentials
           if (source) facts.push({ locUri: source, ...(format ? { format } : {}), ...(it.data !== undefined ? { data: it.data } : {}) });
         }
         if (ref) touched.add(ref.uuid);
-        answer(c.cmdId, 'Results', 200);
+        // OMA DM (multiple messages in package): Status MUST NOT be sent in response to Results.
         return 200;
       }
       case 'Alert': {
@@ -315,9 +320,13 @@ export function receive(prev: SessionState, msg: ClientMessage, o: { credentials
 
   state.lastClientMsgId = msg.hdr.msgId;
   const completed: CommandOutcome[] = [];
+  // Once the device's package is complete, a Get still waiting for its Results has all it will get.
+  if (msg.final) for (const [uuid, w] of Object.entries(state.work)) if (w.statuses.length && !w.expect.length) touched.add(uuid);
   for (const uuid of touched) {
     const w = state.work[uuid];
     if (!w || w.expect.length) continue;
+    // A device's package may span messages: a Get's Results can follow its Status in the next one.
+    if (!msg.final && !w.results.length && w.statuses.some((x) => x.verb === 'Get' && x.code >= 200 && x.code < 300)) continue;
     const retryTargets = w.attempt === 1 ? [...new Set(w.statuses.filter((s) => s.verb === 'Add' && s.code === 418).flatMap((s) => s.targets))] : [];
     forgetSent(state, uuid);
     if (retryTargets.length) {
@@ -397,14 +406,19 @@ export class Composer {
     this.msgId = String(this.state.serverMsgId + 1);
     this.body.push(...statuses);
     this.used = envelopeSize({ version: state.version, sessionId: state.sessionId, msgId: this.msgId, target: state.device, source: serverUrl }) + statuses.reduce((n, s) => n + bodySize(s), 0);
+    // Every later message carries at least the Status for the device's SyncHdr: a command that cannot fit beside it never will.
+    const hdr = statuses.find((s) => s.cmdRef === '0' && s.cmd === 'SyncHdr');
+    this.floor = hdr ? bodySize(hdr) : 0;
   }
+
+  private readonly floor: number;
 
   /** Commands added so far. */
   get count(): number {
     return this.commands;
   }
 
-  /** True once a command did not fit: the rest waits for the next message. */
+  /** True once a command did not fit: the rest waits for the next package (after the device's statuses). */
   full = false;
 
   /** The work a queued command still has in this session (the 418 retry), if any. */
@@ -415,7 +429,7 @@ export class Composer {
 
   /**
    * Offers one queued command. 'full': it did not fit; it is carried to the
-   * next message. 'too-large': it can never fit the device's MaxMsgSize.
+   * next package. 'too-large': it can never fit the device's MaxMsgSize.
    * 'invalid': it breaks a protocol rule (Get inside Atomic, nested Atomic).
    */
   add(uuid: string, r: RenderedCommand): AddResult {
@@ -443,9 +457,11 @@ export class Composer {
     const cmd = build(r.spec, '0');
     const size = bodySize(cmd);
     const envelope = envelopeSize({ version: this.state.version, sessionId: this.state.sessionId, msgId: this.msgId, target: this.state.device, source: this.serverUrl });
-    if (size + envelope + 64 > this.state.maxMsgSize) return 'too-large';
+    if (size + envelope + this.floor + 16 > this.state.maxMsgSize) return 'too-large';
     if (this.full || this.used + size + 16 > this.state.maxMsgSize || this.commands >= (this.o.maxCommands ?? 200)) {
-      this.full = true;
+      // A message without commands ends the session, so one that does not fit beside this message's
+      // statuses alone waits for the next package while smaller ones may still go in this one.
+      if (this.commands > 0) this.full = true;
       if (!this.state.carry.includes(uuid)) this.state.carry.push(uuid);
       if (!prev) this.state.work[uuid] = { attempt: 1, expect: [], statuses: [], results: [], ...(r.tolerate ? { tolerate: r.tolerate } : {}) };
       return 'full';
@@ -469,7 +485,10 @@ export class Composer {
 
   private awaitingDevice = false;
 
-  /** Alert 1222: the device's package is not complete, send us its next message (the session goes on). */
+  /**
+   * The Next Message answer (Alert 1222) to a device message without Final:
+   * statuses, the alert, no commands and no Final; the session goes on.
+   */
   askForNextMessage(): void {
     const a: ServerCommand = { kind: 'Alert', cmdId: String(this.state.nextCmdId++), data: ALERT.nextMessage };
     this.used += bodySize(a);
@@ -478,15 +497,15 @@ export class Composer {
   }
 
   /**
-   * The message and the session after it. Final is left off while commands
-   * wait for room (the package continues); a message that carries no
-   * command and leaves nothing waiting ends the session.
+   * The message and the session after it. Final ends every message except
+   * the Next Message answer (Alert 1222). A message that carries no command
+   * ends the session: the device stops there, so whatever still waits for
+   * room (`state.carry`) is the caller's to put back in the queue.
    */
   finish(o: { end?: boolean } = {}): { xml: string; state: SessionState; final: boolean; ended: boolean } {
     const state = this.state;
-    const waiting = state.carry.length > 0;
-    const final = !waiting || !!o.end;
-    const ended = !!o.end || (this.commands === 0 && !waiting && !this.awaitingDevice && !Object.values(state.work).some((w) => w.expect.length));
+    const final = !this.awaitingDevice || !!o.end;
+    const ended = !!o.end || (this.commands === 0 && !this.awaitingDevice);
     state.serverMsgId = Number(this.msgId);
     state.messages++;
     state.ended = ended;
