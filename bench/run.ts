@@ -4,13 +4,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../controller/package-root.js';
 import type { Benchmark, BenchRow } from './harness.js';
+import { androidBenchmark } from './android.js';
 import { appleBenchmark } from './apple.js';
 import { reconcileBenchmark } from './reconcile.js';
 import { storeBenchmark } from './store.js';
 import { validateBenchmark } from './validate.js';
 import { windowsBenchmark } from './windows.js';
 
-const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark, windowsBenchmark];
+const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark, windowsBenchmark, androidBenchmark];
 
 const fmt = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '' : n >= 100 ? String(Math.round(n)) : String(Math.round(n * 100) / 100));
 
