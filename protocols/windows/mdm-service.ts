@@ -206,7 +206,6 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
       const r = receive(state, msg, { credentialsAccepted: true });
       if (r.unmatched) log.warn('windows device answered commands this session did not send', { device: deviceId, session: clean(sessionId), count: r.unmatched });
       await store.devices.touch(deviceId, now(), tx);
-      await recordFacts(deviceId, r.facts, r.alerts, tx);
 
       // Outcomes to the queue (idempotent on the UUID), then to the driver for reported state.
       const done: Array<{ command: Command; outcome: CommandOutcome }> = [];
@@ -225,11 +224,19 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
         if (!outcome.ok) log.warn('windows command failed on the device', { device: deviceId, command: outcome.uuid, type: command.type, error: outcome.error });
         done.push({ command, outcome });
       }
-      if (done.length) await o.onResults?.(deviceId, done, tx);
       if (r.lost.length) await requeue(deviceId, r.lost, tx);
+      // What the device told us goes to its record and reported state last: both publish events, and
+      // publishing holds the event bus's commit-order lock until this transaction commits, so
+      // doing it last keeps concurrent devices' messages from queueing behind one another.
+      const record = async () => {
+        await recordFacts(deviceId, r.facts, r.alerts, tx);
+        if (done.length) await o.onResults?.(deviceId, done, tx);
+      };
 
       const unenrolled = r.alerts.some((a) => a.code === ALERT.genericAlert && a.items.some((it) => it.meta?.type === UNENROLL));
       if (unenrolled) {
+        // Before the unenrollment, which empties reported state: it must have the last word.
+        await record();
         await unenroll(deviceId, tx);
         log.info('windows device unenrolled by its user', { device: deviceId });
       }
@@ -240,6 +247,7 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
         const c = new Composer(s, r.statuses, o.serverUrl);
         const out = c.finish({ end: true });
         await store.windowsSessions.put(deviceId, sessionId, out.state, true, tx);
+        if (!unenrolled) await record();
         return { status: 200 as const, body: out.xml, ended: true };
       }
       if (fresh) await o.onSessionStart?.(deviceId, tx);
@@ -262,6 +270,7 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
       }
       await store.windowsSessions.put(deviceId, sessionId, out.state, out.ended, tx);
       if (fresh) await store.windowsSessions.prune(new Date(now().getTime() - 7 * 86_400_000), tx);
+      await record();
       return { status: 200 as const, body: out.xml, ended: out.ended };
     });
   }
