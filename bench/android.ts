@@ -23,7 +23,7 @@ import { createAndroidMdm, type AndroidMdm } from '../protocols/android/index.js
 import { PUBSUB_PATH } from '../protocols/android/pubsub.js';
 import { AmapiSimulator } from '../protocols/android/simulator/amapi-server.js';
 import { createSimulatedDriver } from '../protocols/simulated/driver.js';
-import { percentile, timeMs, type Benchmark, type BenchRow } from './harness.js';
+import { percentile, pool, type Benchmark, type BenchRow } from './harness.js';
 
 const DEVICES = Number(process.env.BENCH_ANDROID_DEVICES ?? 1000);
 const ROLLOUT_DEVICES = Number(process.env.BENCH_ANDROID_ROLLOUT_DEVICES ?? 2000);
@@ -33,21 +33,6 @@ const TOPIC = 'projects/muster-sim/topics/amapi';
 const AUDIENCE = 'https://muster.bench/android/pubsub';
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
-async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<unknown>): Promise<{ lat: number[]; wallMs: number }> {
-  const lat: number[] = [];
-  let next = 0;
-  const wallMs = await timeMs(() =>
-    Promise.all(
-      Array.from({ length: Math.min(n, items.length) }, async () => {
-        while (next < items.length) {
-          const x = items[next++]!;
-          lat.push(await timeMs(() => fn(x)));
-        }
-      }),
-    ),
-  );
-  return { lat: lat.sort((a, b) => a - b), wallMs };
-}
 
 interface Rig {
   sim: AmapiSimulator;

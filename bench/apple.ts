@@ -26,7 +26,7 @@ import { scepRoutes } from '../protocols/apple/scep/routes.js';
 import { createAppleService } from '../protocols/apple/service.js';
 import { SimulatedAppleDevice } from '../protocols/apple/simulator.js';
 import { CertificateAuthority, generateCa, sha256Fingerprint } from '../protocols/pki/ca.js';
-import { percentile, timeMs, type Benchmark, type BenchRow } from './harness.js';
+import { percentile, pool, type Benchmark, type BenchRow } from './harness.js';
 
 const DEVICES = Number(process.env.BENCH_APPLE_DEVICES ?? 1000);
 const CONCURRENCY = 50;
@@ -35,22 +35,6 @@ const SCEP_CONCURRENCY = 8;
 const TOPIC = 'com.apple.mgmt.External.00000000-0000-4000-8000-0000000bench';
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
-/** Runs `fn` over `items` with at most `n` in flight; returns each call's latency in ms and the wall time. */
-async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<unknown>): Promise<{ lat: number[]; wallMs: number }> {
-  const lat: number[] = [];
-  let next = 0;
-  const wallMs = await timeMs(() =>
-    Promise.all(
-      Array.from({ length: Math.min(n, items.length) }, async () => {
-        while (next < items.length) {
-          const x = items[next++]!;
-          lat.push(await timeMs(() => fn(x)));
-        }
-      }),
-    ),
-  );
-  return { lat: lat.sort((a, b) => a - b), wallMs };
-}
 
 async function listen(server: Server): Promise<string> {
   server.listen(0, '127.0.0.1');

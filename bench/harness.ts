@@ -40,3 +40,20 @@ export async function timeMs(fn: () => unknown | Promise<unknown>): Promise<numb
 export function heapUsedMB(): number {
   return Math.round((process.memoryUsage().heapUsed / 1048576) * 10) / 10;
 }
+
+/** Runs `fn` over `items` with at most `n` in flight; returns each call's latency in ms (sorted) and the wall time. */
+export async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<unknown>): Promise<{ lat: number[]; wallMs: number }> {
+  const lat: number[] = [];
+  let next = 0;
+  const wallMs = await timeMs(() =>
+    Promise.all(
+      Array.from({ length: Math.min(n, items.length) }, async () => {
+        while (next < items.length) {
+          const x = items[next++]!;
+          lat.push(await timeMs(() => fn(x)));
+        }
+      }),
+    ),
+  );
+  return { lat: lat.sort((a, b) => a - b), wallMs };
+}

@@ -29,7 +29,7 @@ import { MDM_PATH, windowsMdmRoutes } from '../protocols/windows/mdm-routes.js';
 import { SimulatedWindowsDevice } from '../protocols/windows/simulator/device.js';
 import { enrollWindowsDevice, windowsCsr } from '../protocols/windows/simulator/enroll-client.js';
 import { encodeServerMessage } from '../protocols/windows/syncml/wire.js';
-import { percentile, timeMs, type Benchmark, type BenchRow } from './harness.js';
+import { percentile, pool, type Benchmark, type BenchRow } from './harness.js';
 
 const DEVICES = Number(process.env.BENCH_WINDOWS_DEVICES ?? 1000);
 const CONCURRENCY = 50;
@@ -37,21 +37,6 @@ const ENROLLMENTS = Number(process.env.BENCH_WINDOWS_ENROLLMENTS ?? 100);
 const ENROLL_CONCURRENCY = 8;
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
-async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<unknown>): Promise<{ lat: number[]; wallMs: number }> {
-  const lat: number[] = [];
-  let next = 0;
-  const wallMs = await timeMs(() =>
-    Promise.all(
-      Array.from({ length: Math.min(n, items.length) }, async () => {
-        while (next < items.length) {
-          const x = items[next++]!;
-          lat.push(await timeMs(() => fn(x)));
-        }
-      }),
-    ),
-  );
-  return { lat: lat.sort((a, b) => a - b), wallMs };
-}
 
 /** A server certificate for 127.0.0.1 from its own throwaway CA. */
 function serverTls(): { key: string; cert: string } {

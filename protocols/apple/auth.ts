@@ -8,10 +8,10 @@
 // also accepts the BER indefinite lengths real devices send. Real devices
 // sign with SHA-1 and no signed attributes: the RSA signature is then over
 // the body's digest directly.
-import { X509Certificate, createHash, verify } from 'node:crypto';
+import { X509Certificate, verify } from 'node:crypto';
 import { toBuffer, toDer } from '../pki/asn1.js';
 import type { CertificateAuthority } from '../pki/ca.js';
-import { ClientCertError, certFromHeader, certFromTls, firstHeader } from '../pki/client-cert.js';
+import { ClientCertError, certFromHeader, certFromTls, firstAcceptedCertificate, firstHeader } from '../pki/client-cert.js';
 import { DIGEST_OIDS, identifies, readSignedData, verifySigner } from './scep/cms.js';
 
 export type DeviceAuthMode = 'mtls' | 'header' | 'signature';
@@ -37,31 +37,12 @@ export interface AuthRequest {
 
 /** The device certificate's SHA-256, after checking it chains to our CA and is current. */
 export function authenticateDevice(req: AuthRequest, o: DeviceAuthOptions): { certSha256: string; via: DeviceAuthMode } {
-  const errors: string[] = [];
-  for (const mode of o.modes) {
-    let der: Buffer | undefined;
-    try {
-      der = mode === 'mtls' ? fromTls(req.socket) : mode === 'header' ? fromHeader(first(req.headers[o.header ?? 'client-cert'])) : fromSignature(first(req.headers['mdm-signature']), req.body);
-    } catch (e) {
-      errors.push(`${mode}: ${(e as Error).message}`);
-      continue;
-    }
-    if (!der) continue;
-    let cert: X509Certificate;
-    try {
-      cert = new X509Certificate(der);
-    } catch {
-      errors.push(`${mode}: the certificate cannot be read`);
-      continue;
-    }
-    const problem = o.ca.checkIssued(cert);
-    if (problem) {
-      errors.push(`${mode}: certificate ${problem}`);
-      continue;
-    }
-    return { certSha256: createHash('sha256').update(der).digest('hex'), via: mode };
+  try {
+    return firstAcceptedCertificate(o.modes, (mode) => (mode === 'mtls' ? fromTls(req.socket) : mode === 'header' ? fromHeader(first(req.headers[o.header ?? 'client-cert'])) : fromSignature(first(req.headers['mdm-signature']), req.body)), o.ca);
+  } catch (e) {
+    if (e instanceof ClientCertError) throw new DeviceAuthError(e.message);
+    throw e;
   }
-  throw new DeviceAuthError(errors.length ? errors.join('; ') : `no device certificate (accepted: ${o.modes.join(', ')})`);
 }
 
 const first = firstHeader;

@@ -4,6 +4,7 @@
 // :<base64 DER>:`, or a URL-escaped PEM as nginx's $ssl_client_escaped_cert.
 // Shared by every protocol whose devices authenticate with a certificate Muster
 // issued (Apple MDM, Windows OMA-DM); checking the certificate is the caller's part.
+import { X509Certificate, createHash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 
 export class ClientCertError extends Error {
@@ -40,4 +41,39 @@ export function certFromHeader(value: string | undefined): Buffer | undefined {
   const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
   if (!m) throw new ClientCertError('client certificate header is neither :base64: nor a URL-escaped PEM');
   return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+}
+
+/**
+ * Tries each way a certificate may arrive, in order, and returns the first
+ * that chains to the CA and is current (with its SHA-256, the identity key in
+ * the store). `extract` gives a mode's DER, undefined when that mode found
+ * none, or throws when what it found is malformed; the error lists why each
+ * mode was refused.
+ */
+export function firstAcceptedCertificate<M extends string>(modes: readonly M[], extract: (mode: M) => Buffer | undefined, ca: { checkIssued(cert: X509Certificate): string | undefined }): { certSha256: string; via: M } {
+  const errors: string[] = [];
+  for (const mode of modes) {
+    let der: Buffer | undefined;
+    try {
+      der = extract(mode);
+    } catch (e) {
+      errors.push(`${mode}: ${(e as Error).message}`);
+      continue;
+    }
+    if (!der) continue;
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(der);
+    } catch {
+      errors.push(`${mode}: the certificate cannot be read`);
+      continue;
+    }
+    const problem = ca.checkIssued(cert);
+    if (problem) {
+      errors.push(`${mode}: certificate ${problem}`);
+      continue;
+    }
+    return { certSha256: createHash('sha256').update(der).digest('hex'), via: mode };
+  }
+  throw new ClientCertError(errors.length ? errors.join('; ') : `no device certificate (accepted: ${modes.join(', ')})`);
 }

@@ -11,9 +11,8 @@
 // with application-level credentials Muster does not use, while a 403 is a
 // plain refusal the client logs as a failed session and retries at its next
 // scheduled poll. The reference documents no unenrollment on either.
-import { X509Certificate, createHash } from 'node:crypto';
 import type { CertificateAuthority } from '../pki/ca.js';
-import { certFromHeader, certFromTls, firstHeader } from '../pki/client-cert.js';
+import { ClientCertError, certFromHeader, certFromTls, firstAcceptedCertificate, firstHeader } from '../pki/client-cert.js';
 
 export type WindowsAuthMode = 'mtls' | 'header';
 
@@ -36,29 +35,10 @@ export interface WindowsAuthRequest {
 
 /** The presented certificate's SHA-256 (the identity key in the store), after checking it chains to the CA and is current. */
 export function authenticateWindowsDevice(req: WindowsAuthRequest, o: WindowsAuthOptions): { certSha256: string; via: WindowsAuthMode } {
-  const errors: string[] = [];
-  for (const mode of o.modes) {
-    let der: Buffer | undefined;
-    try {
-      der = mode === 'mtls' ? certFromTls(req.socket) : certFromHeader(firstHeader(req.headers[o.header ?? 'client-cert']));
-    } catch (e) {
-      errors.push(`${mode}: ${(e as Error).message}`);
-      continue;
-    }
-    if (!der) continue;
-    let cert: X509Certificate;
-    try {
-      cert = new X509Certificate(der);
-    } catch {
-      errors.push(`${mode}: the certificate cannot be read`);
-      continue;
-    }
-    const problem = o.ca.checkIssued(cert);
-    if (problem) {
-      errors.push(`${mode}: certificate ${problem}`);
-      continue;
-    }
-    return { certSha256: createHash('sha256').update(der).digest('hex'), via: mode };
+  try {
+    return firstAcceptedCertificate(o.modes, (mode) => (mode === 'mtls' ? certFromTls(req.socket) : certFromHeader(firstHeader(req.headers[o.header ?? 'client-cert']))), o.ca);
+  } catch (e) {
+    if (e instanceof ClientCertError) throw new WindowsAuthError(e.message);
+    throw e;
   }
-  throw new WindowsAuthError(errors.length ? errors.join('; ') : `no device certificate (accepted: ${o.modes.join(', ')})`);
 }

@@ -10,7 +10,7 @@ import { Command, Option } from 'commander';
 import { parseDuration } from '../../rollout/duration.js';
 import { CliError, EXIT, println, type CliIO } from '../io.js';
 import { Amapi } from '../../../protocols/android/client.js';
-import { finishSignup, qrForTerminal, qrToPng, startSignup } from '../../../protocols/android/enroll.js';
+import { finishSignup, qrForTerminal, qrToPng, startSignup, type EnrollmentTokenResult } from '../../../protocols/android/enroll.js';
 import { callApi } from './rollout.js';
 
 export function registerEnroll(program: Command, io: CliIO): void {
@@ -134,16 +134,7 @@ Examples:
     });
 }
 
-interface AndroidTokenJson {
-  name: string;
-  value: string;
-  qrCode: string;
-  link: string;
-  expires: string | null;
-  oneTime: boolean;
-  policyId: string;
-  group: string | null;
-}
+type AndroidTokenJson = EnrollmentTokenResult & { group: string | null };
 
 function labelsFlag(list: string[] | undefined): Record<string, string> | undefined {
   if (!list?.length) return undefined;
