@@ -37,7 +37,12 @@ export function createDirSource(root: string, opts: { intervalMs?: number; onErr
 
   return {
     description: `folder ${root}`,
-    sync: () => (running ??= sync().finally(() => (running = undefined))),
+    // A read already under way may have listed the folder before the caller's change: wait it out and read
+    // afresh (sharing only a read that starts after this call), so sync() never answers with older content.
+    async sync() {
+      await running?.catch(() => {});
+      return (running ??= sync().finally(() => (running = undefined)));
+    },
     async read(commit) {
       if (last?.commit !== commit) await sync();
       if (last?.commit !== commit) throw new Error(`${root} no longer holds ${commit}; it changed since`);

@@ -1,6 +1,6 @@
 // The folder source: onChange once per new content, never swallowed by a
 // sync() made elsewhere, and tried again when it failed.
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -26,9 +26,7 @@ describe('folder source', () => {
     const seen: string[] = [];
     src.start((c) => void seen.push(c));
     await until(async () => seen.length === 1, 5_000, 'the first commit');
-    // Written aside and renamed in: the poll runs in parallel on libuv's threads and could read a half-written file.
-    writeFileSync(join(d, '.h.yaml.tmp'), group('more', '{}'));
-    renameSync(join(d, '.h.yaml.tmp'), join(d, 'h.yaml'));
+    writeFileSync(join(d, 'h.yaml'), group('more', '{}'));
     // The controller reading the folder itself must not make the poll think nothing changed.
     const { commit } = await src.sync();
     await until(async () => seen.length === 2, 5_000, 'the second commit');
