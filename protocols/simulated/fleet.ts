@@ -15,8 +15,14 @@ export interface FleetOptions {
   prefix?: string;
   /** Return an error message to make this install fail on this device. */
   fails?: (item: InstallPayload, deviceId: string) => string | undefined;
-  /** Called after a device reported (the reconciler's deviceReported, or an event). */
+  /** Called after a device reported (the reconciler's deviceReported, in tests that drive it directly). */
   onReport?: (deviceId: string) => Promise<void>;
+  /**
+   * Publish a `device.reported` event in the report's own transaction, as the
+   * protocol endpoints do: a crash between the report and its event can then
+   * lose neither (`muster serve --simulate`).
+   */
+  publishReports?: boolean;
   /** Devices that never connect (ids), to model an offline share. */
   offline?: ReadonlySet<string>;
   now?: () => Date;
@@ -91,7 +97,9 @@ export class SimulatedFleet {
 
   /** One device's session: everything queued for it, answered in order. */
   async connect(deviceId: string): Promise<number> {
-    const commands = await this.store.commands.nextForDevice(deviceId, { limit: 50 });
+    // A simulated device answers at once, so a short lease: when the process dies mid-answer (a crash, a
+    // restart), what it had taken is delivered again within seconds, not after the queue's default 5 minutes.
+    const commands = await this.store.commands.nextForDevice(deviceId, { limit: 50, leaseMs: 5_000 });
     if (commands.length === 0) return 0;
     const now = this.o.now?.() ?? new Date();
     await this.store.transaction(async (tx) => {
@@ -103,6 +111,7 @@ export class SimulatedFleet {
       }
       await this.store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, now, tx);
       await this.store.devices.touch(deviceId, now, tx);
+      if (this.o.publishReports) await this.store.events.publish({ topic: 'device.reported', payload: { deviceId } }, tx);
     });
     await this.o.onReport?.(deviceId);
     return commands.length;
@@ -114,7 +123,10 @@ export class SimulatedFleet {
     const items = { ...(prev?.items ?? {}) };
     if (hash === null) delete items[itemId];
     else items[itemId] = { hash, status: 'installed' };
-    await this.store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, this.o.now?.() ?? new Date());
+    await this.store.transaction(async (tx) => {
+      await this.store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, this.o.now?.() ?? new Date(), tx);
+      if (this.o.publishReports) await this.store.events.publish({ topic: 'device.reported', payload: { deviceId } }, tx);
+    });
     await this.o.onReport?.(deviceId);
   }
 

@@ -185,8 +185,8 @@ Examples:
         fleet = new SimulatedFleet({
           store,
           fails: (item) => (failing.has(`${item.bundle}@${item.version}`) ? 'simulated device rejected the payload' : undefined),
-          // Reports travel as events, the way protocol endpoints report.
-          onReport: async (deviceId) => void (await store.events.publish({ topic: 'device.reported', payload: { deviceId } })),
+          // Reports travel as events in the report's own transaction, the way protocol endpoints report.
+          publishReports: true,
         });
         await fleet.enroll(simulate);
         log.info('simulated fleet enrolled', { devices: simulate, failing: [...failing] });
