@@ -120,6 +120,20 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
     expect(items['./Vendor/MSFT/WiFi/Profile/Corp/WlanXml']).toEqual({ hash: 'h-wifi', status: 'installed' });
   });
 
+  it('answers 404 for a node it does not have and 405 for one it will not change, and each is recorded per node', async () => {
+    const RO = './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera';
+    const NONE = './Vendor/MSFT/NoSuchCsp/Node';
+    const d = await pc({ readOnly: [RO] });
+    await queue(d.deviceId, '1d1d1d1d-0000-4000-8000-000000000001', { kind: 'install', spec: { verb: 'Replace', items: [{ target: RO, format: 'int', data: '0' }] }, nodes: [{ id: RO, hash: 'h-ro' }] });
+    await queue(d.deviceId, '1d1d1d1d-0000-4000-8000-000000000002', { kind: 'install', spec: { verb: 'Delete', items: [{ target: NONE }] }, nodes: [{ id: NONE }] });
+    await d.sync();
+    const reply = decodeClientMessage(d.sent[1]!);
+    expect(reply.body.filter((c) => c.kind === 'Status' && c.cmd !== 'SyncHdr').map((c) => c.kind === 'Status' && [c.cmd, c.data])).toEqual([['Replace', '405'], ['Delete', '404']]);
+    expect(await store.commands.get('1d1d1d1d-0000-4000-8000-000000000001')).toMatchObject({ state: 'failed', lastError: expect.stringContaining(`${RO}: 405`) });
+    const items = ((await store.devices.reportedMany([d.deviceId], REPORTED_ITEMS)).get(d.deviceId)!.state as { items: Record<string, { status: string }> }).items;
+    expect(items[RO]).toMatchObject({ status: 'failed' });
+  });
+
   it('rolls an Atomic back on the device when one node fails inside it; both nodes are reported failed', async () => {
     const A = './Device/Vendor/MSFT/Policy/Config/DeviceLock/DevicePasswordEnabled';
     const B = './Device/Vendor/MSFT/Policy/Config/DeviceLock/MinDevicePasswordLength';

@@ -190,6 +190,18 @@ describe('Windows PCs converge through a staged rollout', { timeout: 120_000 }, 
     expect(audit.map((x) => [x.action, x.actor])).toContainEqual(['device.lock', 'token:alice']);
   });
 
+  it('wipes a PC through RemoteWipe, once confirmed, and audits it', async () => {
+    const d = devices[1]!;
+    expect(() => parseAdminAction('wipe', d.deviceId, {})).toThrow(/confirm/);
+    const r = await runAdminAction(store, drivers, d.deviceId, parseAdminAction('wipe', d.deviceId, { confirm: d.deviceId }), 'token:alice');
+    await settle();
+    expect(d.wiped).toBe(true);
+    expect((await store.commands.get(r.commands[0]!))!.state).toBe('completed');
+    expect(d.received.some((x) => x.includes('<Exec>') && x.includes('RemoteWipe/doWipe'))).toBe(true);
+    const audit = await store.audit.list({ subject: `device/${d.deviceId}` });
+    expect(audit.map((x) => [x.action, x.actor])).toContainEqual(['device.wipe', 'token:alice']);
+  });
+
   it('deletes the bundle\'s nodes from every PC when the rollout is removed; poll values are released, not deleted', async () => {
     const set = policyOf({ 'b.yaml': bundleYaml, 'g.yaml': group('pcs', '{ matchLabels: { muster.dev/platform: windows } }') });
     await rec.applyPolicy(set, 'c2');

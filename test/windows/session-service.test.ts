@@ -178,6 +178,22 @@ for (const backend of backends) {
       expect((await store.commands.get(uuid))!.state).toBe('completed');
     });
 
+    it('starts a session on a server-initiated Alert 1200 as on 1201, ending the one left open', async () => {
+      const uuid = '0c0c0c0c-0000-4000-8000-0000000000b1';
+      await store.commands.enqueue(cameraInstall(other.deviceId, uuid));
+      // Session 12 takes the command and is left open (the device never answers it) …
+      const open = await a.handle(reply('12', '1', [{ kind: 'Alert', cmdId: '1', data: '1201' }], other.deviceId), { certSha256: other.certSha256 });
+      expect(open.status === 200 && decodeServerMessage(open.body).body.some((c) => c.kind === 'Replace')).toBe(true);
+      // … then a push makes the device start session 13 with 1200: 12 ends and its command goes out again.
+      const pushed = await a.handle(reply('13', '1', [{ kind: 'Alert', cmdId: '1', data: '1200' }], other.deviceId), { certSha256: other.certSha256 });
+      expect((await store.windowsSessions.get(other.deviceId, '12'))!.ended).toBe(true);
+      const m = decodeServerMessage((pushed as { body: string }).body);
+      expect(m.body.find((c) => c.kind === 'Status' && c.cmdRef === '1')).toMatchObject({ cmd: 'Alert', data: '200' });
+      expect(m.body.filter((c) => c.kind === 'Replace')).toHaveLength(1);
+      expect(await a.handle(reply('13', '2', okAll(m), other.deviceId), { certSha256: other.certSha256 })).toMatchObject({ status: 200, ended: true });
+      expect((await store.commands.get(uuid))!.state).toBe('completed');
+    });
+
     it('fails a command that cannot be rendered (a missing secret) alone and sends the next one', async () => {
       const bad = '0c0c0c0c-0000-4000-8000-000000000003';
       const good = '0c0c0c0c-0000-4000-8000-000000000004';
