@@ -105,6 +105,10 @@ describe('Android fleet from a Git commit, through AMAPI and Pub/Sub', { timeout
     const policy = sim.policies.get(applied(ids[0]!)!)!.policy as { cameraAccess?: string; passwordPolicies?: unknown[] };
     expect(policy.cameraAccess).toBe('CAMERA_ACCESS_DISABLED');
     expect(policy.passwordPolicies).toHaveLength(1);
+    // A token made now for the group is bound to the policy its devices hold, so a new phone needs no move.
+    const t = JSON.parse(await cli('enroll', 'android', '--group', 'field', '--one-time', '--output', 'json')) as { oneTime: boolean; policyId: string };
+    expect(t.oneTime).toBe(true);
+    expect(applied(ids[0]!)).toBe(`${enterprise}/policies/${t.policyId}`);
   });
 
   it('locks a phone from the CLI through issueCommand', async () => {
