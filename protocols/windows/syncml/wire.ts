@@ -320,22 +320,26 @@ export const bodySize = (c: ServerStatus | ServerCommand): number => Buffer.byte
 
 /** Encodes a server message (UTF-8 XML text). */
 export function encodeServerMessage(m: ServerMessage): string {
-  const root = el(
-    'SyncML',
-    { xmlns: m.version === '1.1' ? 'SYNCML:SYNCML1.1' : 'SYNCML:SYNCML1.2' },
-    el(
-      'SyncHdr',
-      undefined,
-      el('VerDTD', undefined, m.version),
-      el('VerProto', undefined, `DM/${m.version}`),
-      el('SessionID', undefined, m.sessionId),
-      el('MsgID', undefined, m.msgId),
-      el('Target', undefined, el('LocURI', undefined, m.target)),
-      el('Source', undefined, el('LocURI', undefined, m.source)),
-    ),
-    el('SyncBody', undefined, ...m.body.map(bodyNode), m.final ? el('Final') : undefined),
+  return writeMessage(m, syncHdr(m), m.body.map(bodyNode));
+}
+
+/** The SyncHdr both sides write: versions, session, message id, target and source, then what a side adds. */
+function syncHdr(m: { version: SyncmlVersion; sessionId: string; msgId: string; target: string; source: string }, sourceName?: XmlNode, ...extra: Array<XmlNode | undefined>): XmlNode {
+  return el(
+    'SyncHdr',
+    undefined,
+    el('VerDTD', undefined, m.version),
+    el('VerProto', undefined, `DM/${m.version}`),
+    el('SessionID', undefined, m.sessionId),
+    el('MsgID', undefined, m.msgId),
+    el('Target', undefined, el('LocURI', undefined, m.target)),
+    el('Source', undefined, el('LocURI', undefined, m.source), sourceName),
+    ...extra,
   );
-  return writeXml(root, { declaration: true });
+}
+
+function writeMessage(m: { version: SyncmlVersion; final: boolean }, hdr: XmlNode, body: XmlNode[]): string {
+  return writeXml(el('SyncML', { xmlns: m.version === '1.1' ? 'SYNCML:SYNCML1.1' : 'SYNCML:SYNCML1.2' }, hdr, el('SyncBody', undefined, ...body, m.final ? el('Final') : undefined)), { declaration: true });
 }
 
 /** Bytes of a message with this header and an empty body (the envelope the budget starts from). */
@@ -375,19 +379,13 @@ export function encodeDeviceMessage(m: DeviceMessage): string {
     if (c.kind === 'Results') return el('Results', undefined, el('CmdID', undefined, c.cmdId), el('MsgRef', undefined, c.msgRef), el('CmdRef', undefined, c.cmdRef), ...c.items.map(itemNode));
     return bodyNode(c as ServerStatus | ServerCommand);
   };
-  const hdr = el(
-    'SyncHdr',
-    undefined,
-    el('VerDTD', undefined, m.version),
-    el('VerProto', undefined, `DM/${m.version}`),
-    el('SessionID', undefined, m.sessionId),
-    el('MsgID', undefined, m.msgId),
-    el('Target', undefined, el('LocURI', undefined, m.target)),
-    el('Source', undefined, el('LocURI', undefined, m.source), m.cred?.locName !== undefined ? el('LocName', undefined, m.cred.locName) : undefined),
+  const hdr = syncHdr(
+    m,
+    m.cred?.locName !== undefined ? el('LocName', undefined, m.cred.locName) : undefined,
     m.cred ? el('Cred', undefined, el('Meta', undefined, metinf('Format', m.cred.format), metinf('Type', m.cred.type)), el('Data', undefined, m.cred.data)) : undefined,
     m.maxMsgSize !== undefined ? el('Meta', undefined, metinf('MaxMsgSize', String(m.maxMsgSize))) : undefined,
   );
-  return writeXml(el('SyncML', { xmlns: m.version === '1.1' ? 'SYNCML:SYNCML1.1' : 'SYNCML:SYNCML1.2' }, hdr, el('SyncBody', undefined, ...m.body.map(node), m.final ? el('Final') : undefined)), { declaration: true });
+  return writeMessage(m, hdr, m.body.map(node));
 }
 
 /** A server message as a device reads it (the simulator): header, then commands and statuses in order. */
