@@ -21,6 +21,7 @@ import { openStore, type Store } from '../controller/store/index.js';
 import { silentLogger } from '../controller/store/db.js';
 import type { ResolvedBundle } from '../controller/reconcile/driver.js';
 import { generateCa, sha256Fingerprint } from '../protocols/pki/ca.js';
+import { localServerCertificate } from '../protocols/pki/local-tls.js';
 import { createWindowsDriver, recordWindowsResults, renderWindowsCommand } from '../protocols/windows/driver.js';
 import { windowsEnrollRoutes } from '../protocols/windows/enroll-routes.js';
 import { createWindowsEnrollService } from '../protocols/windows/enroll-service.js';
@@ -37,22 +38,6 @@ const ENROLLMENTS = Number(process.env.BENCH_WINDOWS_ENROLLMENTS ?? 100);
 const ENROLL_CONCURRENCY = 8;
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
-
-/** A server certificate for 127.0.0.1 from its own throwaway CA. */
-function serverTls(): { key: string; cert: string } {
-  const keys = forge.pki.rsa.generateKeyPair(2048);
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  cert.serialNumber = '01';
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 86_400_000);
-  const name = [{ shortName: 'CN', value: '127.0.0.1' }];
-  cert.setSubject(name);
-  cert.setIssuer(name);
-  cert.setExtensions([{ name: 'basicConstraints', cA: true }, { name: 'extKeyUsage', serverAuth: true }, { name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }]);
-  cert.sign(keys.privateKey, forge.md.sha256.create());
-  return { key: forge.pki.privateKeyToPem(keys.privateKey), cert: forge.pki.certificateToPem(cert) };
-}
 
 async function freePort(): Promise<number> {
   const s = createTcpServer().listen(0, '127.0.0.1');
@@ -77,7 +62,7 @@ const bundle: ResolvedBundle = {
 
 async function sessions(): Promise<BenchRow[]> {
   const store = await openBenchStore();
-  const tls = serverTls();
+  const tls = localServerCertificate();
   const app = Fastify({ https: { key: tls.key, cert: tls.cert, requestCert: true, rejectUnauthorized: false } });
   let bare: Server | undefined;
   try {
@@ -175,7 +160,7 @@ async function sessions(): Promise<BenchRow[]> {
 
 async function enrollments(): Promise<BenchRow[]> {
   const store = await openBenchStore();
-  const tls = serverTls();
+  const tls = localServerCertificate();
   const app = Fastify({ https: { key: tls.key, cert: tls.cert, requestCert: true, rejectUnauthorized: false } });
   try {
     const ca = generateCa({ keyBits: 2048 });

@@ -1,6 +1,7 @@
 // End-to-end support: a real bare Git repository the test pushes to, and the
 // real `muster` binary (dist/) run as a child process on its own PGlite folder.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -142,4 +143,16 @@ export async function until<T>(fn: () => Promise<T | undefined | false>, timeout
 
 export function createToken(dataDir: string, scope: 'read' | 'operate' | 'admin'): string {
   return execFileSync(process.execPath, [BIN, 'token', 'create', '--name', `e2e-${scope}`, '--scope', scope, '--data-dir', dataDir], { env: childEnv(), encoding: 'utf8' }).trim();
+}
+
+/** A TCP port free right now on 127.0.0.1, for a server whose public URL must be known before it listens. */
+export function freePort(): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const s = createNetServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
 }

@@ -7,7 +7,6 @@
 // that drops the rollout deletes the nodes again.
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +15,7 @@ import { SimulatedWindowsDevice } from '../../protocols/windows/simulator/device
 import { enrollWindowsDevice } from '../../protocols/windows/simulator/enroll-client.js';
 import { group, rollout } from '../reconcile/helpers.js';
 import { serverCertificate } from '../windows/session-support.js';
-import { BIN, PolicyRepo, childEnv, createToken, serve, until, type Served } from './support.js';
+import { BIN, PolicyRepo, childEnv, createToken, freePort, serve, until, type Served } from './support.js';
 
 const run = promisify(execFile);
 const CAMERA = './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera';
@@ -32,14 +31,6 @@ spec:
     restrictions: { allowCamera: false }
 `;
 const groupYaml = group('pilot-pcs', '{ matchLabels: { muster.dev/platform: windows, muster.dev/enrollment-group: pilot } }');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('Windows fleet from a Git commit, on its poll schedule', { timeout: 180_000 }, () => {
   const repo = new PolicyRepo();

@@ -5,9 +5,8 @@
 // device, its attributes, the bound identity, the enrollment and the audit
 // trail. Then re-enrollment, federated sign-in and automatic renewal.
 import { execFileSync } from 'node:child_process';
-import { X509Certificate, createHash, generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -15,46 +14,21 @@ import forge from 'node-forge';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../controller/store/index.js';
 import { sha256Fingerprint, generateCa, type CertificateAuthority } from '../../protocols/pki/ca.js';
+import { localServerCertificate } from '../../protocols/pki/local-tls.js';
 import { createWindowsEnrollService, type WindowsEnrollConfig, type WindowsEnrollService } from '../../protocols/windows/enroll-service.js';
 import { windowsEnrollRoutes } from '../../protocols/windows/enroll-routes.js';
 import { enrollWindowsDevice, renewWindowsCertificate, WindowsEnrollError, type EnrollStep, type HttpAnswer } from '../../protocols/windows/simulator/enroll-client.js';
 import { backends, testDatabase, type TestDatabase } from '../support/db.js';
 import { missingTool } from '../support/tools.js';
+import { freePort } from '../e2e/support.js';
 
 const noOpenssl = missingTool('openssl', 'openssl');
 const sha1Hex = (pem: string) => createHash('sha1').update(new X509Certificate(pem).raw).digest('hex').toUpperCase();
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-
-/** A TLS server certificate for 127.0.0.1 (devices check the server's name). */
-function serverTls(): { key: string; cert: string } {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e);
-  cert.serialNumber = '0a';
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 86_400_000);
-  cert.setSubject([{ shortName: 'CN', value: '127.0.0.1' }]);
-  cert.setIssuer([{ shortName: 'CN', value: '127.0.0.1' }]);
-  cert.setExtensions([{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }, { name: 'extKeyUsage', serverAuth: true }]);
-  cert.sign(key, forge.md.sha256.create());
-  return { key: keyPem, cert: forge.pki.certificateToPem(cert) };
-}
-
 describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
   const dir = mkdtempSync(join(tmpdir(), 'muster-win-e2e-'));
-  const tls = serverTls();
+  const tls = localServerCertificate();
   let tdb: TestDatabase;
   let store: Store;
   let ca: CertificateAuthority;

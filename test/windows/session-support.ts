@@ -6,6 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
 import type { Store } from '../../controller/store/index.js';
 import { CertificateAuthority, sha256Fingerprint } from '../../protocols/pki/ca.js';
+import { localServerCertificate } from '../../protocols/pki/local-tls.js';
 
 export interface EnrolledDevice {
   deviceId: string;
@@ -27,25 +28,7 @@ export async function enrollDevice(store: Store, ca: CertificateAuthority, devic
 }
 
 /** A self-signed server certificate for 127.0.0.1 (the simulated PCs trust it as their CA). */
-export function serverCertificate(): { key: string; cert: string } {
-  const keys = forge.pki.rsa.generateKeyPair(2048);
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  cert.serialNumber = '01';
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 86_400_000);
-  const name = [{ shortName: 'CN', value: '127.0.0.1' }];
-  cert.setSubject(name);
-  cert.setIssuer(name);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, keyCertSign: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] },
-  ]);
-  cert.sign(keys.privateKey, forge.md.sha256.create());
-  return { key: forge.pki.privateKeyToPem(keys.privateKey), cert: forge.pki.certificateToPem(cert) };
-}
+export const serverCertificate = () => localServerCertificate();
 
 export const quiet = { info: () => {}, warn: () => {} };
 
