@@ -12,58 +12,33 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import Fastify from 'fastify';
 import { PLATFORMS, type Platform } from '../controller/policy/types.js';
 import { validatePolicyFiles } from '../controller/policy/validate.js';
 import type { PlatformDriver } from '../controller/reconcile/driver.js';
 import { Reconciler } from '../controller/reconcile/reconciler.js';
 import { silentLogger } from '../controller/store/db.js';
 import { openStore, type Store } from '../controller/store/index.js';
-import { createAndroidMdm, type AndroidMdm } from '../protocols/android/index.js';
 import { PUBSUB_PATH } from '../protocols/android/pubsub.js';
-import { AmapiSimulator } from '../protocols/android/simulator/amapi-server.js';
+import { androidRig, type AndroidRig } from '../protocols/android/simulator/rig.js';
 import { createSimulatedDriver } from '../protocols/simulated/driver.js';
 import { percentile, pool, type Benchmark, type BenchRow } from './harness.js';
 
 const DEVICES = Number(process.env.BENCH_ANDROID_DEVICES ?? 1000);
 const ROLLOUT_DEVICES = Number(process.env.BENCH_ANDROID_ROLLOUT_DEVICES ?? 2000);
 const CONCURRENCY = 50;
-const PUSH_ACCOUNT = 'amapi-push@muster-sim.iam.gserviceaccount.com';
-const TOPIC = 'projects/muster-sim/topics/amapi';
-const AUDIENCE = 'https://muster.bench/android/pubsub';
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
 
-interface Rig {
-  sim: AmapiSimulator;
-  store: Store;
-  mdm: AndroidMdm;
-  endpoint: string;
-  enterprise: string;
-  close(): Promise<void>;
-}
-
-async function rig(): Promise<Rig> {
+/** The test rig (simulated AMAPI and fleet, Muster's Android side on a socket) on a throwaway store, with no quota in the way. */
+async function rig(): Promise<AndroidRig & { store: Store }> {
   const url = process.env.DATABASE_URL;
   const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger });
-  const sim = await new AmapiSimulator({ applyDelayMs: 0 }).start();
-  const enterprise = sim.createEnterprise();
-  const mdm = createAndroidMdm(store, { enterprise, keyJson: sim.serviceAccountKey(), rootUrl: sim.url, pubsub: { audience: AUDIENCE, serviceAccountEmail: PUSH_ACCOUNT, jwksUrl: sim.jwksUrl }, secret: () => undefined, log: quiet, syncIntervalMs: 0, rateLimit: { requests: 1_000_000, windowMs: 100_000 } });
-  const app = Fastify();
-  await mdm.register(app);
-  const endpoint = `${await app.listen({ port: 0, host: '127.0.0.1' })}${PUBSUB_PATH}`;
-  sim.subscribe({ endpoint, audience: AUDIENCE, serviceAccountEmail: PUSH_ACCOUNT, topic: TOPIC, name: 'projects/muster-sim/subscriptions/muster' });
-  await mdm.configureNotifications(TOPIC);
+  const r = await androidRig(store, { sim: { applyDelayMs: 0 }, rate: { requests: 1_000_000, windowMs: 100_000 } });
   return {
-    sim,
+    ...r,
     store,
-    mdm,
-    endpoint,
-    enterprise,
     async close() {
-      await mdm.close();
-      await app.close();
-      await sim.stop();
+      await r.close();
       await store.close();
     },
   };
