@@ -144,3 +144,11 @@ export function groupsCanOverlap(a: DeviceGroupSpec, b: DeviceGroupSpec, extra?:
 export function selectorSatisfiable(sel: LabelSelector): boolean {
   return satisfiable(constraintsOf(sel));
 }
+
+/**
+ * The group an enrollment credential or token is made for (`muster enroll
+ * windows|android --group`) becomes this device attribute, which selectors
+ * match as `muster.dev/enrollment-group`. Group names are DNS labels.
+ */
+export const ENROLLMENT_GROUP_ATTRIBUTE = 'enrollment-group';
+export const isEnrollmentGroup = (v: unknown): v is string => typeof v === 'string' && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v);

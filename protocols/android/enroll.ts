@@ -13,6 +13,7 @@
 import { writeFile } from 'node:fs/promises';
 import QRCode from 'qrcode';
 import type { PolicySet } from '../../controller/policy/resources.js';
+import { ENROLLMENT_GROUP_ATTRIBUTE } from '../../controller/policy/selector.js';
 import { rolloutView, memberGroup, toFleetDevice } from '../../controller/reconcile/desired.js';
 import type { ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { toStatus } from '../../controller/reconcile/reconciler.js';
@@ -97,7 +98,7 @@ export async function qrToPng(text: string, file?: string): Promise<Buffer> {
  */
 export function policyForNewDevice(set: PolicySet, rollouts: readonly RolloutRevision[], labels: Record<string, string> = {}, group?: string): { policyId: string; policy: AmapiPolicy; bundles: string[] } {
   const groups = new Map([...set.groups].map(([n, l]) => [n, l.resource.spec]));
-  const device = toFleetDevice({ id: '', platform: 'android', serialNumber: null, osVersion: null, model: null, labels, attributes: { os: 'android', 'enrollment-source': 'amapi', ...(group ? { 'enrollment-group': group } : {}) } });
+  const device = toFleetDevice({ id: '', platform: 'android', serialNumber: null, osVersion: null, model: null, labels, attributes: { os: 'android', 'enrollment-source': 'amapi', ...(group ? { [ENROLLMENT_GROUP_ATTRIBUTE]: group } : {}) } });
   const bundles: ResolvedBundle[] = [];
   for (const row of rollouts) {
     if (row.deleted) continue;

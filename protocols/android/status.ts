@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { POSTURE, type Posture } from '../../controller/compliance/evaluate.js';
+import { ENROLLMENT_GROUP_ATTRIBUTE, isEnrollmentGroup } from '../../controller/policy/selector.js';
 import type { ReportedItems } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
 import type { Queryable, Store } from '../../controller/store/index.js';
@@ -58,14 +59,12 @@ export interface EnrollmentTokenData {
   group?: string;
 }
 
-const GROUP_VALUE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
 /** The group an enrollment token was made for, if it names a valid one. */
 export function groupOf(data: string | null | undefined): string | undefined {
   if (!data) return undefined;
   try {
     const g = (JSON.parse(data) as EnrollmentTokenData | null)?.group;
-    return typeof g === 'string' && GROUP_VALUE.test(g) ? g : undefined;
+    return isEnrollmentGroup(g) ? g : undefined;
   } catch {
     return undefined;
   }
@@ -115,7 +114,7 @@ export async function recordDeviceStatus(store: Pick<Store, 'devices' | 'command
     const ownership = ownershipOf(d);
     const before = prev ? await store.devices.get(id, tx) : undefined;
     const group = groupOf(d.enrollmentTokenData);
-    const attributes: Record<string, string> = { os: 'android', 'enrollment-source': 'amapi', ...(ownership ? { ownership } : {}), ...(d.managementMode ? { 'management-mode': d.managementMode } : {}), ...(group ? { 'enrollment-group': group } : {}) };
+    const attributes: Record<string, string> = { os: 'android', 'enrollment-source': 'amapi', ...(ownership ? { ownership } : {}), ...(d.managementMode ? { 'management-mode': d.managementMode } : {}), ...(group ? { [ENROLLMENT_GROUP_ATTRIBUTE]: group } : {}) };
     const saved = await store.devices.upsert(
       {
         id,

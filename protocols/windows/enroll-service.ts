@@ -6,6 +6,7 @@
 // (enroll-routes.ts) decode and encode around it.
 import { X509Certificate, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import forge from 'node-forge';
+import { ENROLLMENT_GROUP_ATTRIBUTE, isEnrollmentGroup } from '../../controller/policy/selector.js';
 import { challengeDigest } from '../../controller/store/challenges.js';
 import type { Store } from '../../controller/store/index.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
@@ -24,7 +25,7 @@ export const TOKEN_PURPOSE = 'windows-enroll-token';
 /** Prefixes a federated token; '_' is outside base64, so a token sent raw is told from one sent encoded. */
 export const TOKEN_PREFIX = 'muster_wab_';
 /** The attribute the credential's group becomes; selectors match it as muster.dev/enrollment-group. */
-export const GROUP_ATTRIBUTE = 'enrollment-group';
+export const GROUP_ATTRIBUTE = ENROLLMENT_GROUP_ATTRIBUTE;
 
 export const PATHS = {
   discovery: '/EnrollmentServer/Discovery.svc',
@@ -151,8 +152,8 @@ export interface WindowsCredential {
   oneTime: boolean;
 }
 
-const LABEL_VALUE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+/** A DNS domain name: the part of enrollment email addresses Windows discovers the server from. */
+export const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const LOCAL_PART = /^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$/;
 
 /**
@@ -165,7 +166,7 @@ export async function issueWindowsCredential(store: Store, o: IssueCredentialOpt
   if (!DOMAIN.test(domain)) throw new Error(`"${o.domain}" is not a domain name`);
   const user = (o.user ?? `enroll-${randomBytes(4).toString('hex')}`).toLowerCase();
   if (!LOCAL_PART.test(user)) throw new Error(`"${o.user}" cannot be the user part of an email address`);
-  if (o.group !== undefined && !LABEL_VALUE.test(o.group)) throw new Error(`group "${o.group}" is not a label value (lower-case letters, digits and -)`);
+  if (o.group !== undefined && !isEnrollmentGroup(o.group)) throw new Error(`group "${o.group}" is not a label value (lower-case letters, digits and -)`);
   const ttlMs = o.ttlMs ?? 7 * 86_400_000;
   if (!(ttlMs > 0)) throw new Error('ttlMs must be positive');
   const oneTime = o.oneTime ?? true;

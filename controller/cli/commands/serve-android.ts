@@ -1,6 +1,7 @@
 // `muster serve --android-enterprise …`: Android's flags and its mount.
 import type { Command } from 'commander';
 import { ENTERPRISE_NAME, createAndroidMdm } from '../../../protocols/android/index.js';
+import { isEnrollmentGroup } from '../../policy/selector.js';
 import { EnrollRequestError, ttlHoursOf } from '../../server/app.js';
 import { CliError, EXIT } from '../io.js';
 import type { ProtocolMount, ServeContext } from './serve-protocol.js';
@@ -18,7 +19,6 @@ export interface AndroidServeOpts {
   amapiRate: string;
 }
 
-const LABEL_VALUE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const PERSONAL_USAGE = { allowed: 'PERSONAL_USAGE_ALLOWED', disallowed: 'PERSONAL_USAGE_DISALLOWED', 'disallowed-userless': 'PERSONAL_USAGE_DISALLOWED_USERLESS' } as const;
 
 /** `900/100s`: at most 900 AMAPI calls in any 100 seconds (Google's default quota is 1,000 per 100 s per project). */
@@ -71,7 +71,7 @@ export async function mountAndroid(o: AndroidServeOpts, ctx: ServeContext): Prom
     async enroller({ body, actor }) {
       const durationMs = ttlHoursOf(body, 24 * 365 * 10, 24) * 3_600_000;
       const group = body.group;
-      if (group !== undefined && (typeof group !== 'string' || !LABEL_VALUE.test(group))) throw new EnrollRequestError('group must be a label value (lower-case letters, digits and -, at most 63)');
+      if (group !== undefined && !isEnrollmentGroup(group)) throw new EnrollRequestError('group must be a label value (lower-case letters, digits and -, at most 63)');
       if (body.oneTime !== undefined && typeof body.oneTime !== 'boolean') throw new EnrollRequestError('oneTime must be true or false');
       const usage = body.personalUsage;
       if (usage !== undefined && !(typeof usage === 'string' && usage in PERSONAL_USAGE)) throw new EnrollRequestError(`personalUsage must be one of ${Object.keys(PERSONAL_USAGE).join(', ')}`);

@@ -2,7 +2,9 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import type { WindowsAuthMode } from '../../../protocols/windows/auth.js';
+import { DOMAIN } from '../../../protocols/windows/enroll-service.js';
 import { createWindowsMdm } from '../../../protocols/windows/index.js';
+import { isEnrollmentGroup } from '../../policy/selector.js';
 import { DEFAULT_POLL, checkPollSchedule, type PollSchedule } from '../../../protocols/windows/provisioning.js';
 import { parseDuration } from '../../rollout/duration.js';
 import { EnrollRequestError, ttlHoursOf } from '../../server/app.js';
@@ -20,8 +22,6 @@ export interface WindowsServeOpts {
   windowsCredentialDomain?: string;
 }
 
-const LABEL_VALUE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const minutes = (v: string) => Math.floor(parseDuration(v) / 60_000);
 
 /**
@@ -96,7 +96,7 @@ export async function mountWindows(o: WindowsServeOpts, ctx: ServeContext): Prom
       for (const k of ['group', 'note'] as const) if (body[k] !== undefined && typeof body[k] !== 'string') throw new EnrollRequestError(`${k} must be text`);
       if (body.oneTime !== undefined && typeof body.oneTime !== 'boolean') throw new EnrollRequestError('oneTime must be true or false');
       const group = body.group as string | undefined;
-      if (group !== undefined && !LABEL_VALUE.test(group)) throw new EnrollRequestError(`group "${group}" is not a label value (lower-case letters, digits and -, at most 63)`);
+      if (group !== undefined && !isEnrollmentGroup(group)) throw new EnrollRequestError(`group "${group}" is not a label value (lower-case letters, digits and -, at most 63)`);
       const note = `${(body.note as string | undefined) ?? ''} (by ${actor})`.trim();
       const c = await windows.issueCredential({ ttlMs, note, oneTime: (body.oneTime as boolean | undefined) ?? true, ...(group ? { group } : {}) });
       return { json: { username: c.username, password: c.password, serverUrl: ctx.publicUrl, discoveryUrl: c.discoveryUrl, enrollLink: c.enrollLink, expiresAt: c.expiresAt.toISOString(), oneTime: c.oneTime, group: group ?? null } };
