@@ -51,10 +51,11 @@ export async function mountAndroid(o: AndroidServeOpts, ctx: ServeContext): Prom
   const audience = o.androidPubsubAudience ?? (ctx.publicUrl ? `${ctx.publicUrl.replace(/\/+$/, '')}/android/pubsub` : '');
   if (!audience) throw new CliError('--android-enterprise needs --public-url (the push endpoint) or --android-pubsub-audience', EXIT.usage);
   const syncMs = o.androidSyncEvery === '0' ? 0 : ctx.ms('android-sync-every', o.androidSyncEvery);
-  if (o.androidKeyFile) ctx.readText(o.androidKeyFile, 'android-key-file');
+  // Read here, once: a missing key file is a usage error naming the flag, not a failure at the first API call.
+  const keyJson = o.androidKeyFile ? ctx.readText(o.androidKeyFile, 'android-key-file') : undefined;
   const android = createAndroidMdm(ctx.store, {
     enterprise: o.androidEnterprise,
-    ...(o.androidKeyFile ? { keyFile: o.androidKeyFile } : {}),
+    ...(keyJson ? { keyJson } : {}),
     ...(o.androidTokenUrl ? { tokenUrl: o.androidTokenUrl } : {}),
     ...(o.amapiUrl ? { rootUrl: o.amapiUrl } : {}),
     rateLimit: parseRateFlag(o.amapiRate, ctx.ms),
