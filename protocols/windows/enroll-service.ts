@@ -11,7 +11,7 @@ import { challengeDigest } from '../../controller/store/challenges.js';
 import type { Store } from '../../controller/store/index.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
 import { CertificateAuthority, sha256Fingerprint } from '../pki/ca.js';
-import { CsrError, attributeText, readCsr, readRenewalRequest } from './csr.js';
+import { CsrError, attributeText, readCsr, readRenewalRequest, type WindowsCsr } from './csr.js';
 import { enrollmentVersionFor, type AuthPolicy, type DiscoverRequest, type DiscoverResult } from './discovery.js';
 import { DEFAULT_POLL, checkPollSchedule, renewalDoc, thumbprint, writeProvisioningDoc, type PollSchedule } from './provisioning.js';
 import { SoapFault, USER_TOKEN_TYPE, type SecurityToken } from './soap.js';
@@ -200,6 +200,20 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
   const c = o.config;
   const now = o.now ?? (() => new Date());
   const base = c.publicUrl.replace(/\/+$/, '');
+
+  /** Reads a request (a refused one is a CertificateRequest fault) and issues its client certificate from the CA. */
+  const issueFor = (read: () => WindowsCsr) => {
+    let csr: WindowsCsr;
+    try {
+      csr = read();
+    } catch (e) {
+      if (e instanceof CsrError) throw new SoapFault('CertificateRequest', e.message);
+      throw e;
+    }
+    const cert = ca.issue({ csr: csr.request, validityDays, ekus: ['clientAuth'] });
+    const certDer = CertificateAuthority.toDer(cert);
+    return { csr, cert, certDer, certSha256: sha256Fingerprint(certDer) };
+  };
   if (!/^https?:\/\//.test(base)) throw new Error(`publicUrl "${c.publicUrl}" is not an http(s) URL`);
   const urls = {
     discovery: base + PATHS.discovery,
@@ -278,16 +292,7 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     const enrollment = await store.devices.getEnrollment(deviceId);
     if (enrollment?.platform !== 'windows' || enrollment.status !== 'enrolled') throw notEligible(`device ${deviceId} is not an enrolled Windows device`, 'Authorization');
     if (rst.tokenType !== 'pkcs7') throw new SoapFault('MessageFormat', 'a Renew request carries a PKCS#7 signed with the current certificate');
-    let csr;
-    try {
-      csr = readRenewalRequest(rst.token, presented, { minKeyBits });
-    } catch (e) {
-      if (e instanceof CsrError) throw new SoapFault('CertificateRequest', e.message);
-      throw e;
-    }
-    const cert = ca.issue({ csr: csr.request, validityDays, ekus: ['clientAuth'] });
-    const certDer = CertificateAuthority.toDer(cert);
-    const certSha256 = sha256Fingerprint(certDer);
+    const { csr, cert, certDer, certSha256 } = issueFor(() => readRenewalRequest(rst.token, presented, { minKeyBits }));
     const certStore = enrollment.state.certStore === 'System' ? 'System' : 'User';
     await store.transaction(async (tx) => {
       await store.identities.add({ certSha256, deviceId, serialNumber: cert.serialNumber, subject: csr.subject, notAfter: cert.validity.notAfter }, tx);
@@ -348,16 +353,7 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
       if (!deviceId || !ID.test(deviceId)) throw new SoapFault('MessageFormat', 'the request has no usable DeviceID in its AdditionalContext', 'InvalidEnrollmentData');
       const hwDevId = ctx.hwDevId?.trim();
       if (hwDevId !== undefined && !ID.test(hwDevId)) throw new SoapFault('MessageFormat', 'HWDevID is not an identifier', 'InvalidEnrollmentData');
-      let csr;
-      try {
-        csr = readCsr(rst.token, { minKeyBits });
-      } catch (e) {
-        if (e instanceof CsrError) throw new SoapFault('CertificateRequest', e.message);
-        throw e;
-      }
-      const cert = ca.issue({ csr: csr.request, validityDays, ekus: ['clientAuth'] });
-      const certDer = CertificateAuthority.toDer(cert);
-      const certSha256 = sha256Fingerprint(certDer);
+      const { csr, cert, certDer, certSha256 } = issueFor(() => readCsr(rst.token, { minKeyBits }));
       const enrolledAt = now();
       const certStore = /^device$/i.test(ctx.enrollmentType ?? '') ? 'System' : 'User';
       const enrollmentType = (ctx.enrollmentType ?? 'Full').toLowerCase();
