@@ -60,7 +60,7 @@ async function roundTrips(): Promise<BenchRow[]> {
       const udid = `BENCH-${String(i).padStart(6, '0')}-${randomUUID().slice(0, 8)}`;
       const cert = ca.issue({ publicKey: forgeKey, subject: [{ name: 'commonName', value: udid }] });
       const der = CertificateAuthority.toDer(cert);
-      await store.identities.add({ certSha256: sha256Fingerprint(der), serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
+      await store.identities.add({ certSha256: sha256Fingerprint(der), platform: 'apple', protocol: 'apple-scep', serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
       enrolled.push({ device: new SimulatedAppleDevice({ server: base, udid, serialNumber: `BENCH${i}`, topic: TOPIC, challenge: '' }), der });
     }
     await pool(enrolled, CONCURRENCY, (e) => e.device.enrollWithIdentity(privateKey, e.der));
@@ -149,7 +149,7 @@ async function scep(): Promise<BenchRow[]> {
       allowSingleDes: true,
       challenges: { verify: async (c) => c === challenge, consume: async (c) => c === challenge },
       onIssued: async (i) => {
-        await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter });
+        await store.identities.add({ certSha256: i.fingerprint, platform: 'apple', protocol: 'apple-scep', serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter });
         await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber } });
       },
     });

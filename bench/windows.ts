@@ -82,7 +82,7 @@ async function sessions(): Promise<BenchRow[]> {
       const cert = ca.issue({ publicKey: forgeKey, subject: [{ shortName: 'CN', value: id }] });
       await store.devices.upsert({ id, platform: 'windows', attributes: { os: 'windows' } });
       await store.devices.setEnrollment({ deviceId: id, platform: 'windows', status: 'enrolled', state: {} });
-      await store.identities.add({ certSha256: sha256Fingerprint(cert), deviceId: id, serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
+      await store.identities.add({ certSha256: sha256Fingerprint(cert), deviceId: id, platform: 'windows', protocol: 'windows-wstep', serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
       pcs.push({ id, certPem: forge.pki.certificateToPem(cert) });
     }
     // The bundle's nodes, queued exactly as the reconciler would queue them.

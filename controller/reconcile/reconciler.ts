@@ -220,33 +220,58 @@ export class Reconciler {
    * in flight for it.
    */
   deviceReported(deviceId: string): Promise<void> {
+    return this.serial(() => this.resend(deviceId, false));
+  }
+
+  /**
+   * A device (re-)enrolled: a fresh management client that holds nothing and
+   * has an empty queue. Re-reads it and its assignments (an unapproved
+   * re-enrollment dropped them), re-derives them, and sends everything it
+   * should hold at once, whatever else is queued (inventory, DeviceConfigured).
+   */
+  deviceEnrolled(deviceId: string): Promise<TickResult> {
     return this.serial(async () => {
-      const device = this.devices.get(deviceId);
-      const mine = this.assignments.get(deviceId);
-      if (!device || !mine) return;
-      const driver = this.drivers.get(device.platform);
-      if (!driver) return;
-      const desired = await this.nativeFor(device, mine, driver);
-      const rep = (await this.store.devices.reportedMany([deviceId], REPORTED_ITEMS)).get(deviceId);
-      const reported = rep?.state as ReportedItems | undefined;
-      const actions = driver.diff(desired, reported);
-      await this.store.transaction(async (tx) => {
-        let queued: readonly Action[] = [];
-        if (actions.length) {
-          const inflight = await this.store.commands.unfinishedCount(deviceId, tx);
-          if (inflight === 0) {
-            const drift = actions.some((a) => a.kind === 'install' && a.replaces) || actions.some((a) => a.kind === 'remove');
-            this.log.info(drift ? 'drift: re-converging device' : 're-sending work the device does not hold', { device: deviceId, actions: actions.length });
-            await driver.deliver(this.deliverCtx(tx, () => nonceOf(rep)), [{ device: driverDevice(device), actions }]);
-          }
-          queued = actions;
-        }
-        const updates = [...mine].map(([rollout, a]) => ({ deviceId, rollout, ...syncOf(a.bundleHash, desired, reported, queued) }));
-        await this.store.assignments.setSync(updates, tx);
-        for (const u of updates) mine.get(u.rollout)!.sync = u.sync;
-      });
-      if (actions.length) await driver.wake?.([deviceId]);
+      const d = await this.store.devices.get(deviceId);
+      this.assignments.delete(deviceId);
+      if (!d) {
+        this.devices.delete(deviceId);
+        return { changed: 0, deferred: 0, transitions: [] };
+      }
+      this.devices.set(d.id, toFleetDevice(d));
+      for (const a of await this.store.assignments.forDevice(deviceId)) this.cacheAssignment(deviceId, a.rollout, { bundleHash: a.bundleHash, revision: a.revision, bucket: a.bucket, sync: a.sync });
+      const r = await this.tickNow({ devices: [deviceId] });
+      await this.resend(deviceId, true);
+      return r;
     });
+  }
+
+  /** Recomputes sync state and queues what the device should hold but does not (only when nothing is in flight, unless `always`). */
+  private async resend(deviceId: string, always: boolean): Promise<void> {
+    const device = this.devices.get(deviceId);
+    const mine = this.assignments.get(deviceId);
+    if (!device || !mine) return;
+    const driver = this.drivers.get(device.platform);
+    if (!driver) return;
+    const desired = await this.nativeFor(device, mine, driver);
+    const rep = (await this.store.devices.reportedMany([deviceId], REPORTED_ITEMS)).get(deviceId);
+    const reported = rep?.state as ReportedItems | undefined;
+    const actions = driver.diff(desired, reported);
+    await this.store.transaction(async (tx) => {
+      let queued: readonly Action[] = [];
+      if (actions.length) {
+        const inflight = always ? 0 : await this.store.commands.unfinishedCount(deviceId, tx);
+        if (inflight === 0) {
+          const drift = actions.some((a) => a.kind === 'install' && a.replaces) || actions.some((a) => a.kind === 'remove');
+          this.log.info(drift ? 'drift: re-converging device' : 're-sending work the device does not hold', { device: deviceId, actions: actions.length });
+          await driver.deliver(this.deliverCtx(tx, () => nonceOf(rep)), [{ device: driverDevice(device), actions }]);
+        }
+        queued = actions;
+      }
+      const updates = [...mine].map(([rollout, a]) => ({ deviceId, rollout, ...syncOf(a.bundleHash, desired, reported, queued) }));
+      await this.store.assignments.setSync(updates, tx);
+      for (const u of updates) mine.get(u.rollout)!.sync = u.sync;
+    });
+    if (actions.length) await driver.wake?.([deviceId]);
   }
 
   // ------------------------------------------------------------------ internals

@@ -69,7 +69,8 @@ export class Controller {
         for (const e of events) {
           const id = (e.payload as { deviceId?: string }).deviceId;
           if (!id) continue;
-          if (e.topic === 'device.changed') await reconciler.deviceChanged(id);
+          if (e.topic === 'device.changed' && (e.payload as { enrolled?: boolean }).enrolled) await reconciler.deviceEnrolled(id);
+          else if (e.topic === 'device.changed') await reconciler.deviceChanged(id);
           else await reconciler.deviceReported(id);
         }
       },

@@ -48,6 +48,8 @@ export interface AssignmentStore {
   devicesInState(sync: SyncState, opts?: { afterDeviceId?: string; limit?: number }): Promise<Array<{ deviceId: string; rollouts: string[]; detail: string }>>;
   /** Removes a rollout's assignments (all, or of these devices); returns how many. */
   remove(rollout: string, deviceIds?: readonly string[], q?: Queryable): Promise<number>;
+  /** Removes every assignment of one device (a device that came back as a new one); returns how many. */
+  removeDevice(deviceId: string, q?: Queryable): Promise<number>;
 }
 
 interface AssignmentRow {
@@ -169,6 +171,11 @@ export function createAssignmentStore(db: Db): AssignmentStore {
         rollout,
         deviceIds ? [...deviceIds] : null,
       ]);
+      return r.rowCount;
+    },
+
+    async removeDevice(deviceId, q = db) {
+      const r = await q.query('DELETE FROM assignments WHERE device_id = $1', [deviceId]);
       return r.rowCount;
     },
   };

@@ -31,6 +31,8 @@ export interface EnrollmentChallenges {
   consume(challenge: ChallengeRef, purpose: string, q?: Queryable): Promise<ChallengeRecord | undefined>;
   /** The record when it would be accepted now (unused, unexpired, this purpose); uses nothing up. */
   peek(challenge: ChallengeRef, purpose: string, q?: Queryable): Promise<ChallengeRecord | undefined>;
+  /** The record whatever its state (used, expired): what a credential was issued for, after it was used. */
+  lookup(challenge: ChallengeRef, purpose: string, q?: Queryable): Promise<ChallengeRecord | undefined>;
   /** Deletes challenges that expired or were used before `olderThan`. */
   prune(olderThan: Date): Promise<number>;
 }
@@ -74,6 +76,11 @@ export function createEnrollmentChallenges(db: Db): EnrollmentChallenges {
           WHERE sha256 = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()`,
         [digestOf(challenge), purpose],
       );
+      const x = r.rows[0];
+      return x ? { purpose: x.purpose, details: x.details, createdAt: x.created_at, expiresAt: x.expires_at, usedAt: x.used_at } : undefined;
+    },
+    async lookup(challenge, purpose, q = db) {
+      const r = await q.query<Row>('SELECT purpose, details, created_at, expires_at, used_at FROM enrollment_challenges WHERE sha256 = $1 AND purpose = $2', [digestOf(challenge), purpose]);
       const x = r.rows[0];
       return x ? { purpose: x.purpose, details: x.details, createdAt: x.created_at, expiresAt: x.expires_at, usedAt: x.used_at } : undefined;
     },

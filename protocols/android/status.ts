@@ -13,6 +13,7 @@ import { POSTURE, type Posture } from '../../controller/compliance/evaluate.js';
 import { ENROLLMENT_GROUP_ATTRIBUTE, isEnrollmentGroup } from '../../controller/policy/selector.js';
 import type { ReportedItems } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
+import { deviceLifecycle, type LifecycleStore } from '../../controller/devices/lifecycle.js';
 import type { Queryable, Store } from '../../controller/store/index.js';
 import type { Device, Operation } from './client.js';
 import { POLICY_ITEM } from './driver.js';
@@ -91,7 +92,7 @@ function ownershipOf(d: Device): string | undefined {
   return undefined;
 }
 
-export async function recordDeviceStatus(store: Pick<Store, 'devices' | 'commands' | 'events' | 'transaction'>, d: Device, o: { enterprise: string; now?: () => Date }): Promise<StatusOutcome> {
+export async function recordDeviceStatus(store: LifecycleStore, d: Device, o: { enterprise: string; now?: () => Date }): Promise<StatusOutcome> {
   const parsed = d.name ? parseDeviceName(d.name) : undefined;
   if (!parsed || parsed.enterprise !== o.enterprise) return 'ignored';
   const id = parsed.deviceId;
@@ -144,8 +145,9 @@ export async function recordDeviceStatus(store: Pick<Store, 'devices' | 'command
     const gone = d.state === 'DELETED';
     if (gone) state.goneAt ??= reportedAt.toISOString();
     const status = gone ? 'unenrolled' : 'enrolled';
-    await store.devices.setEnrollment({ deviceId: id, platform: 'android', status, state: state as unknown as Record<string, unknown> }, tx);
-    if (gone) await store.commands.clearForDevice(id, 'the device was deleted from the Android enterprise', tx);
+    if (gone && prev?.status !== 'unenrolled') {
+      await deviceLifecycle(store).unenroll(id, { platform: 'android', by: 'service', reason: 'the device was deleted from the Android enterprise', actor: 'amapi', action: 'device.unenroll', state: state as unknown as Record<string, unknown>, removesItems: false }, tx);
+    } else await store.devices.setEnrollment({ deviceId: id, platform: 'android', status, state: state as unknown as Record<string, unknown> }, tx);
     await store.devices.report(id, REPORTED_ITEMS, { items: itemsOf(d, state) } satisfies ReportedItems, reportedAt, tx);
     await store.devices.report(id, ANDROID_STATUS, statusOf(d), reportedAt, tx);
     await store.devices.report(id, POSTURE, postureOf(d, reportedAt), reportedAt, tx);
@@ -158,14 +160,12 @@ export async function recordDeviceStatus(store: Pick<Store, 'devices' | 'command
 }
 
 /** AMAPI says the device no longer exists (404, or gone from devices.list): nothing can reach it. */
-export async function markDeviceGone(store: Pick<Store, 'devices' | 'commands' | 'events' | 'transaction'>, deviceId: string, why: string, q?: Queryable): Promise<boolean> {
+export async function markDeviceGone(store: LifecycleStore, deviceId: string, why: string, q?: Queryable): Promise<boolean> {
   const run = async (tx: Queryable) => {
     await store.devices.lockDevice(deviceId, tx);
     const e = await store.devices.getEnrollment(deviceId, tx);
     if (!e || e.platform !== 'android' || e.status === 'unenrolled') return false;
-    await store.devices.setEnrollment({ deviceId, platform: 'android', status: 'unenrolled', state: { ...e.state, state: 'DELETED', goneAt: new Date().toISOString() } }, tx);
-    await store.commands.clearForDevice(deviceId, why, tx);
-    await store.events.publish({ topic: 'device.changed', payload: { deviceId } }, tx);
+    await deviceLifecycle(store).unenroll(deviceId, { platform: 'android', by: 'service', reason: why, actor: 'amapi', action: 'device.unenroll', state: { ...e.state, state: 'DELETED', goneAt: new Date().toISOString() }, removesItems: false }, tx);
     return true;
   };
   return q ? run(q) : store.transaction(run);
@@ -283,11 +283,14 @@ export async function recordUsageLogs(store: Store, b: BatchUsageLogEvents, o: {
     await store.devices.lockDevice(parsed.deviceId, tx);
     const e = await store.devices.getEnrollment(parsed.deviceId, tx);
     if (!e || e.platform !== 'android') return 'ignored';
-    const prev = (await store.devices.reportedMany([parsed.deviceId], ANDROID_USAGE_LOGS, tx)).get(parsed.deviceId);
-    const prevTime = (prev?.state as { retrievalTime?: string } | undefined)?.retrievalTime;
-    if (b.retrievalTime && prevTime && Date.parse(b.retrievalTime) < Date.parse(prevTime)) return 'stale';
     const events = (b.usageLogEvents ?? []).slice(-100).map((x) => ({ eventId: x.eventId ?? null, eventTime: x.eventTime ?? null, eventType: x.eventType ?? null }));
-    await store.devices.report(parsed.deviceId, ANDROID_USAGE_LOGS, { retrievalTime: b.retrievalTime ?? null, count: b.usageLogEvents?.length ?? 0, events }, b.retrievalTime ? new Date(b.retrievalTime) : new Date(), tx);
-    return 'stored';
+    const stored = await deviceLifecycle(store).updateReported<{ retrievalTime?: string | null }>(
+      parsed.deviceId,
+      ANDROID_USAGE_LOGS,
+      (prev) => (b.retrievalTime && prev?.retrievalTime && Date.parse(b.retrievalTime) < Date.parse(prev.retrievalTime) ? undefined : { retrievalTime: b.retrievalTime ?? null, count: b.usageLogEvents?.length ?? 0, events }),
+      tx,
+      b.retrievalTime ? { at: new Date(b.retrievalTime) } : {},
+    );
+    return stored ? 'stored' : 'stale';
   });
 }

@@ -23,7 +23,7 @@ export interface WorkerLog {
 }
 
 /** What the worker needs of the store. */
-export type WorkerStore = Pick<Store, 'commands' | 'devices' | 'events' | 'transaction' | 'bundles'>;
+export type WorkerStore = Pick<Store, 'commands' | 'devices' | 'events' | 'transaction' | 'bundles' | 'identities' | 'audit' | 'assignments'>;
 
 export interface AmapiWorkerOptions {
   store: WorkerStore;

@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { POSTURE } from '../../controller/compliance/evaluate.js';
 import { diffItems, type Action, type AdminAction, type AdminActionContext, type AdminActionResult, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
+import { deviceLifecycle } from '../../controller/devices/lifecycle.js';
 import type { Command, NewCommand, Store } from '../../controller/store/index.js';
 import { encodePlist } from './plist.js';
 import { DDM_ITEM_PREFIX, compileDeclarations, configurationStatuses, declarationSet, type Declaration } from './declarations.js';
@@ -154,11 +155,12 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
   const udid = cmd.deviceId;
   const ok = report.status === 'Acknowledged';
   if (report.status === 'NotNow') return;
-  await store.transaction(async (tx) => {
-    const prev = (await store.devices.reportedMany([udid], REPORTED_ITEMS, tx)).get(udid)?.state as ReportedItems | undefined;
+  const lifecycle = deviceLifecycle(store);
+  const p = cmd.payload as { identifier?: string; uuid?: string; fields?: { Identifier?: string } };
+  // What the result says about the managed items (undefined: nothing).
+  const nextItems = (prev: ReportedItems | undefined): ReportedItems | undefined => {
     const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
     let changed = false;
-    const p = cmd.payload as { identifier?: string; uuid?: string; fields?: { Identifier?: string } };
     if (cmd.type === 'InstallProfile' && p.identifier && p.uuid) {
       items[p.identifier] = ok ? { hash: p.uuid, status: 'installed' } : { hash: p.uuid, status: 'failed', error: report.errorChain.map((e) => e.description ?? e.code).join('; ') || report.status };
       changed = true;
@@ -173,6 +175,14 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
         for (const [id, uuid] of listed) if (id.startsWith(MANAGED_PREFIX)) items[id] = { hash: uuid, status: 'installed' };
         changed = true;
       }
+    }
+    return changed ? { items } : undefined;
+  };
+  await store.transaction(async (tx) => {
+    await lifecycle.updateReported(udid, REPORTED_ITEMS, nextItems, tx);
+    if (cmd.type === 'EraseDevice' && ok) {
+      // The device confirmed it is erasing itself: it comes back, if at all, as a new enrollment.
+      await lifecycle.unenroll(udid, { platform: 'apple', by: 'wipe', reason: 'the device confirmed the erase (EraseDevice acknowledged)', actor: `device:${udid}`, action: 'device.wiped', details: { command: cmd.uuid } }, tx);
     } else if (cmd.type === 'DeviceInformation' && ok) {
       const q = queryResponsesOf(report.result);
       if (q) {
@@ -188,10 +198,6 @@ export async function recordAppleResult(store: Store, cmd: Command, report: Comm
     } else if (cmd.type === 'InstalledApplicationList' && ok) {
       const apps = applicationsOf(report.result);
       if (apps) await store.devices.report(udid, 'apple.installedApplications', apps, new Date(), tx);
-    }
-    if (changed) {
-      await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
-      await store.events.publish({ topic: 'device.reported', payload: { deviceId: udid } }, tx);
     }
   });
 }
@@ -211,17 +217,17 @@ export async function recordDeclarationStatus(store: Store, udid: string, report
     const suText = su && typeof su === 'object' ? JSON.stringify(su) : undefined;
     if (suText && suText.length <= 65_536) await store.devices.report(udid, 'apple.softwareUpdate', JSON.parse(suText), new Date(), tx);
     if (!statuses) return;
-    const prev = (await store.devices.reportedMany([udid], REPORTED_ITEMS, tx)).get(udid)?.state as ReportedItems | undefined;
-    const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
-    // management.declarations, when present, lists every declaration the device holds.
-    for (const id of Object.keys(items)) if (id.startsWith(DDM_ITEM_PREFIX)) delete items[id];
-    for (const st of statuses) {
-      // Only declarations compiled from bundles are items (not the status subscription or the activation).
-      if (!st.identifier.startsWith(PROFILE_ID_PREFIX)) continue;
-      const ok = st.valid === 'valid' && st.active;
-      items[`${DDM_ITEM_PREFIX}${st.identifier}`] = ok ? { hash: st.serverToken, status: 'installed' } : { hash: st.serverToken, status: 'failed', error: st.reasons.join('; ') || `declaration ${st.valid}${st.active ? '' : ', not active'}` };
-    }
-    await store.devices.report(udid, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
-    await store.events.publish({ topic: 'device.reported', payload: { deviceId: udid } }, tx);
+    await deviceLifecycle(store).updateReported<ReportedItems>(udid, REPORTED_ITEMS, (prev) => {
+      const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
+      // management.declarations, when present, lists every declaration the device holds.
+      for (const id of Object.keys(items)) if (id.startsWith(DDM_ITEM_PREFIX)) delete items[id];
+      for (const st of statuses) {
+        // Only declarations compiled from bundles are items (not the status subscription or the activation).
+        if (!st.identifier.startsWith(PROFILE_ID_PREFIX)) continue;
+        const ok = st.valid === 'valid' && st.active;
+        items[`${DDM_ITEM_PREFIX}${st.identifier}`] = ok ? { hash: st.serverToken, status: 'installed' } : { hash: st.serverToken, status: 'failed', error: st.reasons.join('; ') || `declaration ${st.valid}${st.active ? '' : ', not active'}` };
+      }
+      return { items };
+    }, tx);
   });
 }

@@ -2,6 +2,8 @@
 // endpoints, the enrollment profile, and the driver — built from one
 // configuration. Everything Apple-specific stays behind this function.
 import { createHash } from 'node:crypto';
+import { deviceLifecycle } from '../../controller/devices/lifecycle.js';
+import { challengeDigest } from '../../controller/store/challenges.js';
 import type { FastifyInstance } from 'fastify';
 import forge from 'node-forge';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
@@ -67,6 +69,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
   const service = createAppleService({
     store,
     log: c.log,
+    topic: c.topic,
     renderCommand: (cmd) => renderAppleCommand(cmd, { secret: c.secret, signProfile: sign }),
     onResult: (cmd, report) => recordAppleResult(store, cmd, report),
     onDeclarativeStatus: (udid, report) => recordDeclarationStatus(store, udid, report),
@@ -83,8 +86,12 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
           verify: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || store.challenges.verify(x, SCEP_PURPOSE),
           consume: async (x) => (c.staticChallenge !== undefined && challengeEquals(x, c.staticChallenge)) || !!(await store.challenges.consume(x, SCEP_PURPOSE)),
         },
-        onIssued: (i) => recordScepIssue(store, i),
-        renewalAllowed: async (fp) => !(await store.identities.get(fp))?.revokedAt,
+        onIssued: (i) => recordScepIssue(store, i, c.staticChallenge),
+        // Only a current Apple identity renews here: another platform's certificate from the same CA gets nothing.
+        renewalAllowed: async (fp) => {
+          const id = await store.identities.get(fp);
+          return !!id && id.platform === 'apple' && !id.revokedAt;
+        },
       });
       await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca }, log: c.log });
       // The link is the credential: it works once, and an unknown or used one reveals nothing.
@@ -124,12 +131,35 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
 }
 
 /**
- * Every certificate the SCEP CA issues becomes a known identity, audited. A
- * renewal carries the device over: the new certificate is bound where the
- * old one was, so the device goes on checking in without a new Authenticate.
+ * Every certificate the SCEP CA issues becomes a known Apple identity,
+ * audited, with the credential it was issued under (and the device an admin
+ * issued that credential for, if any); it is bound at Authenticate. A renewal
+ * signed with a bound identity carries the device over: the new certificate is
+ * bound where the old one was, so the device goes on checking in without a new
+ * Authenticate.
  */
-export async function recordScepIssue(store: Store, i: ScepIssued): Promise<void> {
-  const previous = i.renewalOf ? await store.identities.get(i.renewalOf) : undefined;
-  await store.identities.add({ certSha256: i.fingerprint, serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter, ...(previous?.deviceId ? { deviceId: previous.deviceId } : {}) });
-  await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null, device: previous?.deviceId ?? null } });
+export async function recordScepIssue(store: Store, i: ScepIssued, staticChallenge?: string): Promise<void> {
+  const lifecycle = deviceLifecycle(store);
+  const issued = { certSha256: i.fingerprint, platform: 'apple' as const, protocol: 'apple-scep', serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter };
+  await store.transaction(async (tx) => {
+    const previous = i.renewalOf ? await store.identities.get(i.renewalOf, tx) : undefined;
+    if (i.renewalOf && previous?.deviceId) {
+      await lifecycle.renew(i.renewalOf, issued, 'scep', tx, { serial: i.serialNumber, type: i.messageType });
+      return;
+    }
+    let credential: string | null = null;
+    let forDevice: string | null = null;
+    if (i.challengeUsed !== undefined) {
+      if (staticChallenge !== undefined && challengeEquals(i.challengeUsed, staticChallenge)) credential = 'static';
+      else {
+        credential = challengeDigest(i.challengeUsed);
+        const rec = await store.challenges.lookup(i.challengeUsed, SCEP_PURPOSE, tx);
+        const d = rec?.details as { forDevice?: unknown } | null | undefined;
+        forDevice = typeof d?.forDevice === 'string' ? d.forDevice : null;
+      }
+    }
+    // A renewal of a never-bound certificate stays unbound, as its predecessor was.
+    await store.identities.add({ ...issued, credential, forDevice, renewalOf: i.renewalOf ?? null }, tx);
+    await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null, forDevice } }, tx);
+  });
 }

@@ -4,7 +4,8 @@
 // never answer 401 (the device unenrolls: use 403); Authenticate clears the
 // queue; TokenUpdate may come at any time and overwrites push data; a report
 // is answered even when it cannot be matched, so nothing blocks the queue.
-import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
+import { IdentityRefused, deviceLifecycle, type IdentityRefusal } from '../../controller/devices/lifecycle.js';
+import { commandUuid } from '../../controller/reconcile/reconciler.js';
 import type { Command, Store } from '../../controller/store/index.js';
 import { declarationSet, type Declaration } from './declarations.js';
 import { inventoryCommands } from './inventory.js';
@@ -25,6 +26,8 @@ export interface PresentedIdentity {
 export interface AppleServiceOptions {
   store: Store;
   log: AppleLog;
+  /** The push topic of this server's APNs certificate: Authenticate and TokenUpdate must name it (a device under another topic could never be woken). */
+  topic?: string;
   /** The queued command → the dictionary sent to the device (resolve secrets, sign profiles). Throwing fails that command. */
   renderCommand?(command: Command): Dict | Promise<Dict>;
   /** A command finished on the device: update reported state (ProfileList, DeviceInformation …). */
@@ -44,53 +47,65 @@ const DEVICE_CONFIGURED = 'DeviceConfigured';
 
 export function createAppleService(o: AppleServiceOptions) {
   const { store, log } = o;
+  const lifecycle = deviceLifecycle(store, { log });
   const render = o.renderCommand ?? ((c: Command) => commandDict(c.uuid, (c.payload as { RequestType: string }).RequestType, (c.payload as { fields?: Dict }).fields ?? {}));
 
-  /** The certificate must be ours, current and (once bound) bound to this device. */
-  async function identityFor(udid: string, id: PresentedIdentity | undefined, binding: boolean): Promise<string | undefined> {
-    if (!id) return 'no device certificate was presented';
-    const known = await store.identities.get(id.certSha256);
-    if (!known) return 'the certificate was not issued by this server';
-    if (known.revokedAt) return 'the certificate is revoked';
-    if (known.notAfter.getTime() <= Date.now()) return 'the certificate has expired';
-    if (known.deviceId && known.deviceId !== udid) return 'the certificate belongs to another device';
-    if (!known.deviceId && !binding) return 'the certificate is not bound to a device yet (Authenticate first)';
-    return undefined;
+  /** Refusals that say someone tried another device's identity are audited; the rest (a checked-out device still polling) only logged. */
+  const TAKEOVER: readonly IdentityRefusal[] = ['other-device', 'other-platform', 'device-has-live-identity', 'credential-for-other-device'];
+
+  /** The certificate must be an Apple identity of ours, current and (once bound) bound to this device. */
+  async function identityFor(udid: string, id: PresentedIdentity | undefined, binding: boolean, what: string): Promise<string | undefined> {
+    const c = await lifecycle.check(id?.certSha256, { platform: 'apple', deviceId: udid, binding });
+    if (c.ok) return undefined;
+    if (TAKEOVER.includes(c.reason)) await lifecycle.refused({ reason: c.reason, deviceId: udid, platform: 'apple', ...(id ? { certSha256: id.certSha256 } : {}), actor: 'apple-mdm', details: { message: what } });
+    return c.message;
   }
 
   async function checkin(msg: CheckinMessage, id: PresentedIdentity | undefined): Promise<CheckinAnswer> {
-    const refused = await identityFor(msg.udid, id, msg.type === 'Authenticate');
+    const refused = await identityFor(msg.udid, id, msg.type === 'Authenticate', msg.type);
     if (refused) {
       log.warn('check-in refused', { udid: msg.udid, type: msg.type, reason: refused });
       return { status: 403, error: refused };
+    }
+    if ((msg.type === 'Authenticate' || (msg.type === 'TokenUpdate' && !msg.userId)) && o.topic !== undefined && msg.topic !== o.topic) {
+      log.warn('check-in refused: another push topic', { udid: msg.udid, type: msg.type, topic: msg.topic.slice(0, 200) });
+      return { status: 403, error: `this server pushes under topic ${o.topic}, not ${msg.topic.slice(0, 200)}` };
     }
     const udid = msg.udid;
     switch (msg.type) {
       case 'Authenticate': {
         const os = /ipad/i.test(msg.productName ?? msg.model ?? '') ? 'ipados' : /iphone|ipod/i.test(msg.productName ?? msg.model ?? '') ? 'ios' : /appletv/i.test(msg.productName ?? '') ? 'tvos' : 'macos';
-        await store.transaction(async (tx) => {
-          await store.devices.upsert(
-            {
-              id: udid,
-              platform: 'apple',
-              identifiers: { udid, ...(msg.imei ? { imei: msg.imei } : {}), ...(msg.meid ? { meid: msg.meid } : {}) },
-              ...(msg.serialNumber ? { serialNumber: msg.serialNumber } : {}),
-              ...(msg.productName || msg.model ? { model: msg.productName ?? msg.model! } : {}),
-              ...(msg.osVersion ? { osVersion: msg.osVersion } : {}),
-              attributes: { os, 'enrollment-source': 'apple-mdm', ...(msg.deviceName ? { 'device-name': msg.deviceName } : {}) },
-            },
-            tx,
-          );
-          // A (re-)enrolling device starts from an empty queue, as the device itself does.
-          const cleared = await store.commands.clearForDevice(udid, 'cleared by Authenticate (the device re-enrolled)', tx);
-          // Enrolling removes what a previous enrollment installed: nothing managed is held now.
-          await store.devices.report(udid, REPORTED_ITEMS, { items: {} }, new Date(), tx);
-          await store.devices.setEnrollment({ deviceId: udid, platform: 'apple', status: 'pending', state: { topic: msg.topic, authenticatedAt: new Date().toISOString() } }, tx);
-          await store.identities.bind(id!.certSha256, udid, tx);
-          await store.audit.append({ actor: `device:${udid}`, action: 'device.authenticate', subject: `device/${udid}`, details: { serial: msg.serialNumber, model: msg.productName ?? msg.model, cleared } }, tx);
-          await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
-        });
-        log.info('apple device authenticated', { udid, serial: msg.serialNumber });
+        let kind: string;
+        try {
+          kind = await store.transaction(async (tx) => {
+            const r = await lifecycle.enroll(
+              {
+                device: {
+                  id: udid,
+                  platform: 'apple',
+                  identifiers: { udid, ...(msg.imei ? { imei: msg.imei } : {}), ...(msg.meid ? { meid: msg.meid } : {}) },
+                  ...(msg.serialNumber ? { serialNumber: msg.serialNumber } : {}),
+                  ...(msg.productName || msg.model ? { model: msg.productName ?? msg.model! } : {}),
+                  ...(msg.osVersion ? { osVersion: msg.osVersion } : {}),
+                  attributes: { os, 'enrollment-source': 'apple-mdm', ...(msg.deviceName ? { 'device-name': msg.deviceName } : {}) },
+                },
+                identity: { certSha256: id!.certSha256 },
+                // A (re-)enrolling device starts from an empty queue, as the device itself does.
+                enrollment: { status: 'pending', state: { topic: msg.topic, authenticatedAt: new Date().toISOString() } },
+                actor: `device:${udid}`,
+                details: { serial: msg.serialNumber, model: msg.productName ?? msg.model },
+              },
+              tx,
+            );
+            return r.kind;
+          });
+        } catch (e) {
+          if (!(e instanceof IdentityRefused)) throw e;
+          await lifecycle.refused({ reason: e.reason, deviceId: udid, platform: 'apple', certSha256: id!.certSha256, actor: 'apple-mdm', details: { message: 'Authenticate', serial: msg.serialNumber ?? null } });
+          log.warn('check-in refused', { udid, type: msg.type, reason: e.message });
+          return { status: 403, error: e.message };
+        }
+        log.info('apple device authenticated', { udid, serial: msg.serialNumber, kind });
         return { status: 200 };
       }
       case 'TokenUpdate': {
@@ -129,13 +144,7 @@ export function createAppleService(o: AppleServiceOptions) {
         return { status: 200 };
       }
       case 'CheckOut': {
-        await store.transaction(async (tx) => {
-          await store.devices.setEnrollment({ deviceId: udid, platform: 'apple', status: 'unenrolled', state: {} }, tx);
-          await store.commands.clearForDevice(udid, 'the device checked out', tx);
-          await store.identities.revokeDevice(udid, new Date(), tx);
-          await store.audit.append({ actor: `device:${udid}`, action: 'device.checkout', subject: `device/${udid}` }, tx);
-          await store.events.publish({ topic: 'device.changed', payload: { deviceId: udid } }, tx);
-        });
+        await store.transaction((tx) => lifecycle.unenroll(udid, { platform: 'apple', by: 'device', reason: 'the device checked out', actor: `device:${udid}`, action: 'device.checkout' }, tx));
         log.info('apple device checked out', { udid });
         return { status: 200 };
       }
@@ -186,7 +195,7 @@ export function createAppleService(o: AppleServiceOptions) {
 
   /** Records the report, then answers with the next command, or nothing. */
   async function connect(report: CommandReport, id: PresentedIdentity | undefined): Promise<ConnectAnswer> {
-    const refused = await identityFor(report.udid, id, false);
+    const refused = await identityFor(report.udid, id, false, 'command report');
     if (refused) {
       log.warn('command report refused', { udid: report.udid, status: report.status, reason: refused });
       return { status: 403, error: refused };

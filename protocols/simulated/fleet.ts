@@ -4,6 +4,7 @@
 // device answers its MDM. Used by tests, the benchmark and `npm start`.
 import { createHash } from 'node:crypto';
 import type { Platform } from '../../controller/policy/types.js';
+import { deviceLifecycle, type DeviceLifecycle } from '../../controller/devices/lifecycle.js';
 import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
 import type { ReportedItems } from '../../controller/reconcile/driver.js';
 import type { Command, DeviceInput, Store } from '../../controller/store/index.js';
@@ -56,12 +57,14 @@ export function fleetDevices(count: number, prefix = 'sim'): DeviceInput[] {
 export class SimulatedFleet {
   private readonly store: Store;
   private readonly o: FleetOptions;
+  private readonly lifecycle: DeviceLifecycle;
   /** Admin actions the simulated devices carried out, in order. */
   readonly adminLog: Array<{ deviceId: string; kind: string }> = [];
 
   constructor(o: FleetOptions) {
     this.store = o.store;
     this.o = o;
+    this.lifecycle = deviceLifecycle(o.store, o.now ? { now: o.now } : {});
   }
 
   /** Enrolls `count` devices (idempotent). */
@@ -103,15 +106,20 @@ export class SimulatedFleet {
     if (commands.length === 0) return 0;
     const now = this.o.now?.() ?? new Date();
     await this.store.transaction(async (tx) => {
-      const prev = (await this.store.devices.reportedMany([deviceId], REPORTED_ITEMS, tx)).get(deviceId)?.state as ReportedItems | undefined;
-      const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
-      for (const c of commands) {
-        const error = this.apply(c, deviceId, items);
-        await this.store.commands.report(c.uuid, error ? { status: 'failed', error } : { status: 'completed' }, tx);
-      }
-      await this.store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, now, tx);
+      const outcomes: Array<{ uuid: string; error: string | undefined }> = [];
+      await this.lifecycle.updateReported<ReportedItems>(
+        deviceId,
+        REPORTED_ITEMS,
+        (prev) => {
+          const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
+          for (const c of commands) outcomes.push({ uuid: c.uuid, error: this.apply(c, deviceId, items) });
+          return { items };
+        },
+        tx,
+        { publish: !!this.o.publishReports, at: now },
+      );
+      for (const { uuid, error } of outcomes) await this.store.commands.report(uuid, error ? { status: 'failed', error } : { status: 'completed' }, tx);
       await this.store.devices.touch(deviceId, now, tx);
-      if (this.o.publishReports) await this.store.events.publish({ topic: 'device.reported', payload: { deviceId } }, tx);
     });
     await this.o.onReport?.(deviceId);
     return commands.length;
@@ -119,14 +127,20 @@ export class SimulatedFleet {
 
   /** Changes what a device holds behind the controller's back (for drift tests). */
   async tamper(deviceId: string, itemId: string, hash: string | null): Promise<void> {
-    const prev = (await this.store.devices.reportedMany([deviceId], REPORTED_ITEMS)).get(deviceId)?.state as ReportedItems | undefined;
-    const items = { ...(prev?.items ?? {}) };
-    if (hash === null) delete items[itemId];
-    else items[itemId] = { hash, status: 'installed' };
-    await this.store.transaction(async (tx) => {
-      await this.store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, this.o.now?.() ?? new Date(), tx);
-      if (this.o.publishReports) await this.store.events.publish({ topic: 'device.reported', payload: { deviceId } }, tx);
-    });
+    await this.store.transaction((tx) =>
+      this.lifecycle.updateReported<ReportedItems>(
+        deviceId,
+        REPORTED_ITEMS,
+        (prev) => {
+          const items = { ...(prev?.items ?? {}) };
+          if (hash === null) delete items[itemId];
+          else items[itemId] = { hash, status: 'installed' };
+          return { items };
+        },
+        tx,
+        { publish: !!this.o.publishReports, at: this.o.now?.() ?? new Date() },
+      ),
+    );
     await this.o.onReport?.(deviceId);
   }
 

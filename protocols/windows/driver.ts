@@ -14,6 +14,7 @@
 // device (renderWindowsCommand), so plans, hashes and the queue never hold them.
 import { diffItems, type Action, type AdminAction, type AdminActionContext, type AdminActionResult, type DeliverContext, type DriverDevice, type NativeState, type PlatformDriver, type ReportedItems, type ResolvedBundle } from '../../controller/reconcile/driver.js';
 import { REPORTED_ITEMS, commandUuid } from '../../controller/reconcile/reconciler.js';
+import { deviceLifecycle } from '../../controller/devices/lifecycle.js';
 import type { Command, NewCommand, Queryable, Store } from '../../controller/store/index.js';
 import { STATUS_TEXT, isContainer, type CommandOutcome, type CommandSpec, type LeafStatus, type RenderedCommand, type ResultItem } from './syncml/session.js';
 import { compileWindowsNodes, cspHash, normalizeValue, policyResultUri, type CspNode, type WindowsCompileOptions } from './csp.js';
@@ -171,11 +172,18 @@ function installSpec(n: CspNode, replaces: boolean): CommandSpec {
 
 /** Stops tracking nodes that cannot be deleted (they keep their last value on the device). */
 async function release(store: Store, deviceId: string, ids: readonly string[], tx: Queryable): Promise<void> {
-  const prev = (await store.devices.reportedMany([deviceId], REPORTED_ITEMS, tx)).get(deviceId)?.state as ReportedItems | undefined;
-  if (!prev) return;
-  const items = { ...prev.items };
-  for (const id of ids) delete items[id];
-  await store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
+  await deviceLifecycle(store).updateReported<ReportedItems>(
+    deviceId,
+    REPORTED_ITEMS,
+    (prev) => {
+      if (!prev) return undefined;
+      const items = { ...prev.items };
+      for (const id of ids) delete items[id];
+      return { items };
+    },
+    tx,
+    { publish: false },
+  );
 }
 
 const exec = (target: string): CommandSpec => ({ verb: 'Exec', items: [{ target, format: 'null', type: 'text/plain', data: '' }] });
@@ -263,7 +271,17 @@ const sameUri = (a: string, b: string) => a.replace(/^\.\/Device\/Vendor\//i, '.
  * recomputes sync state and repairs drift.
  */
 export async function recordWindowsResults(store: Store, deviceId: string, done: ReadonlyArray<{ command: Command; outcome: CommandOutcome }>, tx: Queryable): Promise<void> {
-  const prev = (await store.devices.reportedMany([deviceId], REPORTED_ITEMS, tx)).get(deviceId)?.state as ReportedItems | undefined;
+  const lifecycle = deviceLifecycle(store);
+  await lifecycle.updateReported<ReportedItems>(deviceId, REPORTED_ITEMS, (prev) => itemsAfter(prev, done), tx);
+  const wiped = done.find(({ command, outcome }) => command.type === WINDOWS_COMMAND.wipe && outcome.statuses.some((s) => s.code >= 200 && s.code < 300));
+  if (wiped) {
+    // The PC accepted doWipe: it resets itself and comes back, if at all, as a new enrollment.
+    await lifecycle.unenroll(deviceId, { platform: 'windows', by: 'wipe', reason: 'the device confirmed the wipe (RemoteWipe/doWipe accepted)', actor: `device:${deviceId}`, action: 'device.wiped', details: { command: wiped.command.uuid } }, tx);
+  }
+}
+
+/** Reported items after these results: undefined when nothing changed. */
+function itemsAfter(prev: ReportedItems | undefined, done: ReadonlyArray<{ command: Command; outcome: CommandOutcome }>): ReportedItems | undefined {
   const items: ReportedItems['items'] = { ...(prev?.items ?? {}) };
   let changed = false;
   for (const { command, outcome } of done) {
@@ -352,9 +370,7 @@ export async function recordWindowsResults(store: Store, deviceId: string, done:
       }
     }
   }
-  if (!changed) return;
-  await store.devices.report(deviceId, REPORTED_ITEMS, { items } satisfies ReportedItems, new Date(), tx);
-  await store.events.publish({ topic: 'device.reported', payload: { deviceId } }, tx);
+  return changed ? { items } : undefined;
 }
 
 /**

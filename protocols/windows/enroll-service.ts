@@ -9,7 +9,7 @@ import forge from 'node-forge';
 import { ENROLLMENT_GROUP_ATTRIBUTE, isEnrollmentGroup } from '../../controller/policy/selector.js';
 import { challengeDigest } from '../../controller/store/challenges.js';
 import type { Store } from '../../controller/store/index.js';
-import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
+import { IdentityRefused, deviceLifecycle } from '../../controller/devices/lifecycle.js';
 import { CertificateAuthority, sha256Fingerprint } from '../pki/ca.js';
 import { CsrError, attributeText, readCsr, readRenewalRequest, type WindowsCsr } from './csr.js';
 import { enrollmentVersionFor, type AuthPolicy, type DiscoverRequest, type DiscoverResult } from './discovery.js';
@@ -69,6 +69,8 @@ export interface EnrollmentCredential {
   group?: string;
   note?: string;
   oneTime: boolean;
+  /** The device an admin issued it for: it enrolls only that DeviceID, and may replace that device's identity. */
+  forDevice?: string;
   /** SHA-256 of the credential (its store key). */
   credentialSha256: string;
   /** SHA-256 of the federated token it came with, if any. */
@@ -119,6 +121,8 @@ interface CredentialDetails {
   group: string | null;
   note: string | null;
   oneTime: boolean;
+  /** Absent in credentials issued before device-bound ones existed. */
+  forDevice?: string | null;
 }
 
 interface TokenDetails {
@@ -138,6 +142,11 @@ export interface IssueCredentialOptions {
   ttlMs?: number;
   /** One device (default), or any number until it expires. */
   oneTime?: boolean;
+  /**
+   * For one existing device (its DeviceID): the credential enrolls only that
+   * device and may replace its current identity (a reinstalled PC). One-time.
+   */
+  device?: string;
   /** Handed back for the person enrolling (the Discovery.svc URL, when enterpriseenrollment.<domain> does not point here). */
   discoveryUrl?: string;
 }
@@ -169,11 +178,13 @@ export async function issueWindowsCredential(store: Store, o: IssueCredentialOpt
   if (o.group !== undefined && !isEnrollmentGroup(o.group)) throw new Error(`group "${o.group}" is not a label value (lower-case letters, digits and -)`);
   const ttlMs = o.ttlMs ?? 7 * 86_400_000;
   if (!(ttlMs > 0)) throw new Error('ttlMs must be positive');
+  if (o.device !== undefined && !ID.test(o.device)) throw new Error(`"${o.device}" is not a Windows DeviceID`);
+  if (o.device !== undefined && o.oneTime === false) throw new Error('a credential for one device is one-time');
   const oneTime = o.oneTime ?? true;
   const username = `${user}@${domain}`;
-  const details: CredentialDetails = { username, group: o.group ?? null, note: o.note ?? null, oneTime };
+  const details: CredentialDetails = { username, group: o.group ?? null, note: o.note ?? null, oneTime, forDevice: o.device ?? null };
   const password = await store.challenges.issue(CREDENTIAL_PURPOSE, ttlMs, details);
-  await store.audit.append({ actor: 'controller', action: 'enrollment.credential', subject: 'windows', details: { username, group: details.group, note: details.note, oneTime, credentialSha256: challengeDigest(password), ttlMs } });
+  await store.audit.append({ actor: 'controller', action: 'enrollment.credential', subject: 'windows', details: { username, group: details.group, note: details.note, oneTime, forDevice: details.forDevice, credentialSha256: challengeDigest(password), ttlMs } });
   return { username, password, expiresAt: new Date(Date.now() + ttlMs), oneTime, ...(o.discoveryUrl ? { discoveryUrl: o.discoveryUrl } : {}) };
 }
 
@@ -191,6 +202,8 @@ const detailsOf = (d: unknown): CredentialDetails | undefined => {
 // ------------------------------------------------------------------ the service
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** The protocol recorded on identities this service issues. */
+const WSTEP = 'windows-wstep';
 const DAY_S = 86_400;
 // Microsoft's RequestID is the CA's request number; Muster's CA has none to give.
 const REQUEST_ID = '0';
@@ -198,6 +211,7 @@ const REQUEST_ID = '0';
 export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): WindowsEnrollService {
   const { store, ca, log } = o;
   const c = o.config;
+  const lifecycle = deviceLifecycle(store, { now: () => now(), log });
   const now = o.now ?? (() => new Date());
   const base = c.publicUrl.replace(/\/+$/, '');
 
@@ -259,7 +273,7 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
       const d = detailsOf(rec?.details);
       // One answer for every way it can be wrong: nothing to learn from the fault.
       if (!d || !sameUser(d.username, security.username)) throw refused('the user name or password is not valid, or has expired or been used');
-      return { username: d.username, oneTime: d.oneTime, credentialSha256: challengeDigest(security.password), via: 'username', ...(d.group ? { group: d.group } : {}), ...(d.note ? { note: d.note } : {}) };
+      return { username: d.username, oneTime: d.oneTime, credentialSha256: challengeDigest(security.password), via: 'username', ...(d.group ? { group: d.group } : {}), ...(d.note ? { note: d.note } : {}), ...(d.forDevice ? { forDevice: d.forDevice } : {}) };
     }
     if (security.valueType !== USER_TOKEN_TYPE) throw new SoapFault('InvalidSecurity', `a BinarySecurityToken of type ${security.valueType || '(none)'} is not an enrollment user token`);
     const token = security.token.startsWith(TOKEN_PREFIX) ? security.token.slice(TOKEN_PREFIX.length) : '';
@@ -268,7 +282,7 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     const rec = typeof td?.credential === 'string' ? await store.challenges.peek({ sha256: td.credential }, CREDENTIAL_PURPOSE) : undefined;
     const d = detailsOf(rec?.details);
     if (!d || !td?.credential) throw refused('the sign-in token is not valid, or has expired or been used');
-    return { username: d.username, oneTime: d.oneTime, credentialSha256: td.credential, tokenSha256: challengeDigest(token), via: 'token', ...(d.group ? { group: d.group } : {}), ...(d.note ? { note: d.note } : {}) };
+    return { username: d.username, oneTime: d.oneTime, credentialSha256: td.credential, tokenSha256: challengeDigest(token), via: 'token', ...(d.group ? { group: d.group } : {}), ...(d.note ? { note: d.note } : {}), ...(d.forDevice ? { forDevice: d.forDevice } : {}) };
   }
 
   /** Automatic renewal (ROBO): the current certificate vouches for the new one. */
@@ -285,9 +299,9 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     const problem = ca.checkIssued(current);
     if (problem) throw notEligible(`the presented device certificate is ${problem}`);
     const currentSha256 = sha256Fingerprint(presented);
-    const identity = await store.identities.authenticate(currentSha256, now());
-    const deviceId = identity?.deviceId;
-    if (!deviceId) throw notEligible('the presented certificate is not a current device identity (revoked, or never bound)');
+    const held = await lifecycle.check(currentSha256, { platform: 'windows' });
+    if (!held.ok) throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
+    const deviceId = held.deviceId;
     if (rst.context.deviceId && rst.context.deviceId !== deviceId) throw notEligible(`the certificate belongs to device ${deviceId}, not ${rst.context.deviceId}`, 'Authorization');
     const enrollment = await store.devices.getEnrollment(deviceId);
     if (enrollment?.platform !== 'windows' || enrollment.status !== 'enrolled') throw notEligible(`device ${deviceId} is not an enrolled Windows device`, 'Authorization');
@@ -295,10 +309,9 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     const { csr, cert, certDer, certSha256 } = issueFor(() => readRenewalRequest(rst.token, presented, { minKeyBits }));
     const certStore = enrollment.state.certStore === 'System' ? 'System' : 'User';
     await store.transaction(async (tx) => {
-      await store.identities.add({ certSha256, deviceId, serialNumber: cert.serialNumber, subject: csr.subject, notAfter: cert.validity.notAfter }, tx);
       // The current certificate stays valid until it expires: if this answer is lost, the device can renew again with it.
+      await lifecycle.renew(currentSha256, { certSha256, platform: 'windows', protocol: WSTEP, serialNumber: cert.serialNumber, subject: csr.subject, notAfter: cert.validity.notAfter }, `device:${deviceId}`, tx);
       await store.devices.patchEnrollmentState(deviceId, { certSha256, certThumbprint: thumbprint(certDer), renewedAt: now().toISOString() }, tx);
-      await store.audit.append({ actor: `device:${deviceId}`, action: 'certificate.renew', subject: `certificate/${certSha256}`, details: { serial: cert.serialNumber, subject: csr.subject, device: deviceId, renewalOf: currentSha256, notAfter: cert.validity.notAfter.toISOString() } }, tx);
     });
     log.info('windows device certificate renewed', { deviceId, certSha256, renewalOf: currentSha256 });
     return { deviceId, certSha256, provisioningDoc: renewalDoc({ caDer: ca.certDer, certDer, certStore, providerId }), requestId: REQUEST_ID };
@@ -353,57 +366,50 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
       if (!deviceId || !ID.test(deviceId)) throw new SoapFault('MessageFormat', 'the request has no usable DeviceID in its AdditionalContext', 'InvalidEnrollmentData');
       const hwDevId = ctx.hwDevId?.trim();
       if (hwDevId !== undefined && !ID.test(hwDevId)) throw new SoapFault('MessageFormat', 'HWDevID is not an identifier', 'InvalidEnrollmentData');
+      // Decided before anything is issued: a refused takeover leaves the live PC, and the credential, as they were.
+      const takeover = (reason: Parameters<typeof lifecycle.refused>[0]['reason'], message: string) =>
+        lifecycle.refused({ reason, deviceId, platform: 'windows', actor: 'wstep', details: { user: who.username, via: who.via, credentialSha256: who.credentialSha256 } }).then(() => new SoapFault('Authorization', `device ${deviceId} cannot be enrolled with this credential: ${message}`));
+      const claimant = { platform: 'windows' as const, ...(who.forDevice ? { forDevice: who.forDevice } : {}) };
+      const decision = await lifecycle.decide(claimant, deviceId, 'windows');
+      if (!decision.ok) throw await takeover(decision.reason, decision.message);
       const { csr, cert, certDer, certSha256 } = issueFor(() => readCsr(rst.token, { minKeyBits }));
       const enrolledAt = now();
       const certStore = /^device$/i.test(ctx.enrollmentType ?? '') ? 'System' : 'User';
       const enrollmentType = (ctx.enrollmentType ?? 'Full').toLowerCase();
 
-      await store.transaction(async (tx) => {
-        // Used up only by an enrollment that succeeds: this is the transaction that makes it.
-        if (who.oneTime && !(await store.challenges.consume({ sha256: who.credentialSha256 }, CREDENTIAL_PURPOSE, tx))) throw refused('this enrollment credential has just been used');
-        if (who.tokenSha256 && !(await store.challenges.consume({ sha256: who.tokenSha256 }, TOKEN_PURPOSE, tx))) throw refused('this sign-in token has just been used');
-        const existing = await store.devices.get(deviceId, tx);
-        if (existing && existing.platform !== 'windows') throw new SoapFault('Authorization', `device id ${deviceId} belongs to a ${existing.platform} device`);
-        // The group is what this enrollment was for: a re-enrollment replaces it (or drops it); labels stay the admin's.
-        const { [GROUP_ATTRIBUTE]: _oldGroup, ...kept } = existing?.attributes ?? {};
-        await store.devices.upsert(
-          {
-            id: deviceId,
-            platform: 'windows',
-            identifiers: { 'windows-device-id': deviceId, ...(hwDevId ? { hwdevid: hwDevId } : {}) },
-            ...(ctx.osVersion ? { osVersion: ctx.osVersion.slice(0, 64) } : {}),
-            attributes: { ...kept, ...attributesOf(ctx, who), 'enrollment-type': enrollmentType, ...(who.group ? { [GROUP_ATTRIBUTE]: who.group } : {}) },
-            enrolledAt,
-          },
-          tx,
-        );
-        const revoked = await store.identities.revokeDevice(deviceId, enrolledAt, tx);
-        await store.identities.add({ certSha256, deviceId, serialNumber: cert.serialNumber, subject: csr.subject, notAfter: cert.validity.notAfter }, tx);
-        // A (re-)enrolled device has a fresh DM client: nothing queued or installed carries over.
-        await store.commands.clearForDevice(deviceId, 'cleared by a new Windows enrollment', tx);
-        await store.devices.report(deviceId, REPORTED_ITEMS, { items: {} }, enrolledAt, tx);
-        await store.devices.setEnrollment(
-          {
-            deviceId,
-            platform: 'windows',
-            status: 'enrolled',
-            state: {
-              hwDevId: hwDevId ?? null,
-              enrollmentType,
-              certSha256,
-              certThumbprint: thumbprint(certDer),
-              certStore,
-              providerId,
-              user: who.username,
-              enrolledAt: enrolledAt.toISOString(),
+      try {
+        await store.transaction(async (tx) => {
+          // Used up only by an enrollment that succeeds: this is the transaction that makes it.
+          if (who.oneTime && !(await store.challenges.consume({ sha256: who.credentialSha256 }, CREDENTIAL_PURPOSE, tx))) throw refused('this enrollment credential has just been used');
+          if (who.tokenSha256 && !(await store.challenges.consume({ sha256: who.tokenSha256 }, TOKEN_PURPOSE, tx))) throw refused('this sign-in token has just been used');
+          const r = await lifecycle.enroll(
+            {
+              device: {
+                id: deviceId,
+                platform: 'windows',
+                identifiers: { 'windows-device-id': deviceId, ...(hwDevId ? { hwdevid: hwDevId } : {}) },
+                ...(ctx.osVersion ? { osVersion: ctx.osVersion.slice(0, 64) } : {}),
+                // The group is what this enrollment was for: a re-enrollment replaces it (or drops it).
+                attributes: { ...attributesOf(ctx, who), 'enrollment-type': enrollmentType, ...(who.group ? { [GROUP_ATTRIBUTE]: who.group } : {}) },
+                enrolledAt,
+              },
+              identity: { certSha256, platform: 'windows', protocol: WSTEP, credential: who.credentialSha256, forDevice: who.forDevice ?? null, serialNumber: cert.serialNumber, subject: csr.subject, notAfter: cert.validity.notAfter },
+              enrollment: {
+                status: 'enrolled',
+                state: { hwDevId: hwDevId ?? null, enrollmentType, certSha256, certThumbprint: thumbprint(certDer), certStore, providerId, user: who.username, enrolledAt: enrolledAt.toISOString() },
+              },
+              actor: `device:${deviceId}`,
+              details: { user: who.username, via: who.via, group: who.group ?? null, oneTime: who.oneTime, enrollmentType, hwDevId: hwDevId ?? null },
             },
-          },
-          tx,
-        );
-        await store.audit.append({ actor: 'wstep', action: 'certificate.issue', subject: `certificate/${certSha256}`, details: { serial: cert.serialNumber, subject: csr.subject, device: deviceId, notAfter: cert.validity.notAfter.toISOString(), revokedPrevious: revoked } }, tx);
-        await store.audit.append({ actor: `device:${deviceId}`, action: 'device.enroll', subject: `device/${deviceId}`, details: { platform: 'windows', user: who.username, via: who.via, group: who.group ?? null, oneTime: who.oneTime, enrollmentType, hwDevId: hwDevId ?? null, certSha256, reenrollment: !!existing } }, tx);
-        await store.events.publish({ topic: 'device.changed', payload: { deviceId } }, tx);
-      });
+            tx,
+          );
+          await store.audit.append({ actor: 'wstep', action: 'certificate.issue', subject: `certificate/${certSha256}`, details: { serial: cert.serialNumber, subject: csr.subject, device: deviceId, notAfter: cert.validity.notAfter.toISOString(), revokedPrevious: r.revoked, kind: r.kind } }, tx);
+        });
+      } catch (e) {
+        // Another enrollment of this DeviceID won the race between the decision and the transaction.
+        if (e instanceof IdentityRefused) throw await takeover(e.reason, e.message);
+        throw e;
+      }
       log.info('windows device enrolled', { deviceId, user: who.username, subject: csr.subject, certSha256, group: who.group });
 
       const secret = () => randomBytes(16).toString('base64');

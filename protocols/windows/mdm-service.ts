@@ -21,7 +21,7 @@
 //   what the device is: they become device attributes.
 import type { Command, Queryable, Store } from '../../controller/store/index.js';
 import { POSTURE, type Posture } from '../../controller/compliance/evaluate.js';
-import { REPORTED_ITEMS } from '../../controller/reconcile/reconciler.js';
+import { deviceLifecycle } from '../../controller/devices/lifecycle.js';
 import { ALERT, Composer, dropWork, newSession, receive, unfinishedWork, type CommandOutcome, type ReceivedAlert, type RenderedCommand, type SessionState } from './syncml/session.js';
 import type { ClientMessage } from './syncml/wire.js';
 
@@ -90,6 +90,7 @@ const normUri = (u: string) => u.replace(/^\.\/Device\/Vendor\//i, './Vendor/').
 export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
   const { store, log } = o;
   const now = o.now ?? (() => new Date());
+  const lifecycle = deviceLifecycle(store, { now, log });
   const maxMsg = o.maxMessageBytes ?? DEFAULT_MAX_MSG;
 
   /** Puts commands a session will not finish back in the queue (deliverable again at once). */
@@ -105,17 +106,15 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     return { status: 403, error: 'device certificate not accepted' };
   }
 
-  /** The certificate must be ours, current, unrevoked and bound to the device the header names. */
+  /** The certificate must be a Windows identity of ours, current, unrevoked and bound to the device the header names. */
   async function deviceFor(msg: ClientMessage, cert: PresentedCertificate | undefined): Promise<string | MdmAnswer> {
-    if (!cert) return refuse('no device certificate was presented', msg);
-    const id = await store.identities.authenticate(cert.certSha256, now());
-    if (!id) {
-      const known = await store.identities.get(cert.certSha256);
-      return refuse(!known ? 'the certificate was not issued by this server' : known.revokedAt ? 'the certificate is revoked' : known.notAfter <= now() ? 'the certificate has expired' : 'the certificate is not bound to a device', msg);
-    }
     // DevIDs are GUIDs whose case can differ between enrollment and the DM client.
-    if (id.deviceId!.toLowerCase() !== msg.hdr.source.locUri.toLowerCase()) return refuse(`the certificate belongs to device ${id.deviceId}, not to the one the message names`, msg);
-    return id.deviceId!;
+    const c = await lifecycle.check(cert?.certSha256, { platform: 'windows', deviceId: msg.hdr.source.locUri, sameId: (a, b) => a.toLowerCase() === b.toLowerCase() });
+    if (c.ok) return c.deviceId;
+    if (c.reason === 'other-device' || c.reason === 'other-platform') {
+      await lifecycle.refused({ reason: c.reason, deviceId: clean(msg.hdr.source.locUri).slice(0, 128), platform: 'windows', ...(cert ? { certSha256: cert.certSha256 } : {}), actor: 'omadm', details: { message: 'OMA-DM session' } });
+    }
+    return refuse(c.message, msg);
   }
 
   /** What the device said about itself becomes its attributes, identifiers and posture. */
@@ -154,22 +153,13 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
       await store.events.publish({ topic: 'device.changed', payload: { deviceId } }, tx);
     }
     if (fields.osVersion || encrypted !== undefined) {
-      const prev = (await store.devices.reportedMany([deviceId], POSTURE, tx)).get(deviceId)?.state as Posture | undefined;
-      const posture: Posture = { ...prev, osFamily: 'windows', ...(fields.osVersion ? { osVersion: fields.osVersion } : {}), ...(encrypted !== undefined ? { encrypted } : {}) };
-      await store.devices.report(deviceId, POSTURE, posture, now(), tx);
+      await lifecycle.updateReported<Posture>(deviceId, POSTURE, (prev) => ({ ...prev, osFamily: 'windows', ...(fields.osVersion ? { osVersion: fields.osVersion } : {}), ...(encrypted !== undefined ? { encrypted } : {}) }), tx);
     }
   }
 
-  /** The user removed the work account (1226 unenrollment): the device is no longer managed. */
+  /** The user removed the work account (1226 unenrollment): the device is no longer managed; Windows removes what MDM installed. */
   async function unenroll(deviceId: string, tx: Queryable): Promise<void> {
-    const prev = await store.devices.getEnrollment(deviceId, tx);
-    await store.devices.setEnrollment({ deviceId, platform: 'windows', status: 'unenrolled', state: { ...prev?.state, unenrolledAt: now().toISOString(), unenrolledBy: 'user' } }, tx);
-    const cleared = await store.commands.clearForDevice(deviceId, 'the user unenrolled the device', tx);
-    const revoked = await store.identities.revokeDevice(deviceId, now(), tx);
-    // Windows removes what MDM installed when it unenrolls.
-    await store.devices.report(deviceId, REPORTED_ITEMS, { items: {} }, now(), tx);
-    await store.audit.append({ actor: `device:${deviceId}`, action: 'device.unenroll', subject: `device/${deviceId}`, details: { reason: 'user request (OMA-DM 1226 com.microsoft:mdm.unenrollment.userrequest)', cleared, revoked } }, tx);
-    await store.events.publish({ topic: 'device.changed', payload: { deviceId } }, tx);
+    await lifecycle.unenroll(deviceId, { platform: 'windows', by: 'device', reason: 'the user unenrolled the device (OMA-DM 1226 com.microsoft:mdm.unenrollment.userrequest)', actor: `device:${deviceId}`, action: 'device.unenroll' }, tx);
   }
 
   /** What a finished command leaves in the queue's history: codes, and read values only when not sensitive. */

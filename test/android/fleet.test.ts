@@ -248,6 +248,8 @@ describe.each(backends)('Android devices converge through a staged rollout (%s)'
       ['device.reset-passcode', 'token:alice'],
       ['device.refresh', 'token:alice'],
       ['device.wipe', 'token:alice'],
+      // AMAPI reported the device deleted: out of management, on record.
+      ['device.unenroll', 'amapi'],
     ]);
     expect(JSON.stringify(await store.audit.list({ subject: `device/${id}` }))).not.toContain('80864711');
   });

@@ -55,7 +55,8 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     for (let round = 0; round < 5; round++) {
       const due = new Set(await store.commands.devicesWithDueCommands());
       if (due.size === 0) return;
-      for (const d of devices) if (due.has(d.udid)) await d.connect();
+      // An erased Mac's identity is revoked: it would only be refused.
+      for (const d of devices) if (due.has(d.udid) && !d.erased) await d.connect();
       for (const d of devices) await rec.deviceReported(d.udid);
     }
   };
@@ -187,10 +188,14 @@ describe('Apple devices converge through a staged rollout', { timeout: 120_000 }
     await settle();
     expect(d.erased).toBe(true);
     expect(wipe.secrets).toEqual({ pin: '246810' });
+    // The erase is confirmed: the device is out of management and its certificate no longer works.
+    expect((await store.devices.getEnrollment(d.udid))!.status).toBe('unenrolled');
+    await expect(d.connect()).rejects.toThrow(/403/);
 
     const audit = await store.audit.list({ subject: `device/${d.udid}` });
     const actions = audit.filter((a) => a.action === 'device.lock' || a.action === 'device.wipe');
     expect(actions.map((a) => [a.action, a.actor])).toEqual([['device.lock', 'token:alice'], ['device.wipe', 'token:alice']]);
+    expect(audit.map((a) => a.action)).toContain('device.wiped');
     expect(JSON.stringify(actions)).not.toContain(lock.secrets!.pin);
     expect(JSON.stringify(actions)).not.toContain('246810');
     expect(actions[0]!.details).toMatchObject({ commands: lock.commands, message: 'Please return to IT', secrets: ['pin'] });
@@ -217,7 +222,8 @@ spec:
     await rec.tick();
     await settle();
     await rec.tick();
-    for (const d of devices) {
+    const managed = devices.filter((d) => !d.erased);
+    for (const d of managed) {
       const decl = d.declarations.get('dev.muster.bundle.mac-updates.softwareupdate');
       expect(decl).toMatchObject({ Type: 'com.apple.configuration.softwareupdate.enforcement.specific', Payload: { TargetOSVersion: '15.2', TargetLocalDateTime: '2026-12-15T17:00:00' } });
       // The activation turns on every configuration, the status subscription included.
@@ -228,6 +234,6 @@ spec:
       expect(d.profiles.has('dev.muster.bundle.mac-baseline')).toBe(true);
     }
     const s = rec.rolloutStatuses().find((r) => r.name === 'mac-updates')!;
-    expect(s.counts['canary.Synced']).toBe(devices.length);
+    expect(s.counts['canary.Synced']).toBe(managed.length);
   });
 });

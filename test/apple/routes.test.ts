@@ -52,7 +52,7 @@ describe.skipIf(!!skip)('Apple MDM endpoints', () => {
     writeFileSync(join(dir, 'dev.pem'), forge.pki.certificateToPem(cert));
     writeFileSync(join(dir, 'dev.key'), forge.pki.privateKeyToPem(keys.privateKey));
     const der = CertificateAuthority.toDer(cert);
-    await store.identities.add({ certSha256: createHash('sha256').update(der).digest('hex'), serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
+    await store.identities.add({ certSha256: createHash('sha256').update(der).digest('hex'), platform: 'apple', protocol: 'apple-scep', serialNumber: cert.serialNumber, notAfter: cert.validity.notAfter });
     app = Fastify();
     await app.register(appleRoutes, { service: createAppleService({ store, log: quiet, inventoryOnEnroll: false }), auth: { modes: ['signature'], ca }, log: quiet });
   });

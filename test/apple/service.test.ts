@@ -20,7 +20,7 @@ describe('Apple check-in and command channel', () => {
 
   const newCert = async (opts: { revoked?: boolean; expired?: boolean } = {}) => {
     const sha = randomBytes(32).toString('hex');
-    await store.identities.add({ certSha256: sha, serialNumber: randomBytes(8).toString('hex'), notAfter: new Date(Date.now() + (opts.expired ? -1 : 1) * 86_400_000) });
+    await store.identities.add({ certSha256: sha, platform: 'apple', protocol: 'apple-scep', serialNumber: randomBytes(8).toString('hex'), notAfter: new Date(Date.now() + (opts.expired ? -1 : 1) * 86_400_000) });
     if (opts.revoked) await store.identities.revoke(sha);
     return sha;
   };

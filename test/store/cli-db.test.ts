@@ -108,9 +108,10 @@ describe.each(backends)('muster db migrate / audit verify on %s', (backend: Back
     expect(first.stdout).toContain('applied 002_reconciler');
     expect(first.stdout).toContain('applied 003_enrollment_challenges');
     expect(first.stdout).toContain('applied 004_windows');
+    expect(first.stdout).toContain('applied 005_identity_binding');
     const again = await run(['db', 'migrate', ...args, '--output', 'json'], env);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toMatchObject({ applied: [], current: 4, backend: backend === 'pglite' ? 'pglite' : 'postgres' });
+    expect(JSON.parse(again.stdout)).toMatchObject({ applied: [], current: 5, backend: backend === 'pglite' ? 'pglite' : 'postgres' });
   });
 
   it('exits 0 on an intact chain and 1 naming the first bad row', async () => {

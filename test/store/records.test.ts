@@ -90,13 +90,13 @@ describe.each(backends)('records on %s', (backend) => {
   describe('identities', () => {
     it('binds, authenticates and revokes certificates', async () => {
       const notAfter = new Date(Date.now() + 86_400_000);
-      const i = await store.identities.add({ certSha256: sha('A'), serialNumber: '01', subject: 'CN=mac-1', notAfter });
+      const i = await store.identities.add({ certSha256: sha('A'), platform: 'apple', protocol: 'apple-scep', serialNumber: '01', subject: 'CN=mac-1', notAfter });
       expect(i).toMatchObject({ certSha256: sha('a'), deviceId: null, revokedAt: null });
       expect(await store.identities.authenticate(sha('a'))).toBeUndefined(); // not bound yet
       await store.identities.bind(sha('a'), 'mac-1');
       expect(await store.identities.authenticate(sha('a'))).toMatchObject({ deviceId: 'mac-1' });
       expect(await store.identities.authenticate(sha('a'), new Date(notAfter.getTime() + 1))).toBeUndefined();
-      await store.identities.add({ certSha256: sha('b'), deviceId: 'mac-1', serialNumber: '02', notAfter });
+      await store.identities.add({ certSha256: sha('b'), platform: 'apple', protocol: 'apple-scep', deviceId: 'mac-1', serialNumber: '02', notAfter });
       expect((await store.identities.listForDevice('mac-1')).length).toBe(2);
       const at = new Date('2025-06-01T00:00:00.000Z');
       expect((await store.identities.revoke(sha('a'), at))!.revokedAt).toEqual(at);

@@ -120,31 +120,41 @@ describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
     expect(Date.parse(String(enrollment!.state.enrolledAt))).toBeGreaterThan(Date.now() - 60_000);
     const audit = await store.audit.list({ limit: 1000 });
     expect(audit.find((a) => a.action === 'certificate.issue' && a.subject === `certificate/${certSha256}`)!.details).toMatchObject({ device: pc.deviceId, subject: `CN=${pc.deviceId}!${cred.username}`, revokedPrevious: 0 });
-    expect(audit.find((a) => a.action === 'device.enroll' && a.subject === `device/${pc.deviceId}`)!.details).toMatchObject({ platform: 'windows', user: cred.username, group: 'front-office', oneTime: true, reenrollment: false });
+    expect(audit.find((a) => a.action === 'device.enroll' && a.subject === `device/${pc.deviceId}`)!.details).toMatchObject({ platform: 'windows', user: cred.username, group: 'front-office', oneTime: true, kind: 'new' });
     expect(await store.audit.verify()).toMatchObject({ ok: true });
     // The one-time credential is spent.
     await expect(enrollWindowsDevice({ discoveryUrl: url, email: cred.username, password: cred.password, ca: tls.cert })).rejects.toMatchObject({ step: 'policy', fault: { subcode: 's:Authentication' } });
   });
 
-  it('a re-enrollment of the same DeviceID replaces the identity and the group', async () => {
+  it('a live DeviceID is re-enrolled only with a credential an admin issued for it: the identity and group are replaced, labels kept', async () => {
     const { url, service } = await serve();
     const first = await service.issueCredential({ group: 'lab' });
     const pc1 = await enrollWindowsDevice({ discoveryUrl: url, email: first.username, password: first.password, ca: tls.cert });
     await store.devices.upsert({ id: pc1.deviceId, platform: 'windows', labels: { ...(await store.devices.get(pc1.deviceId))!.labels, team: 'qa' } });
-    const second = await service.issueCredential({ group: 'office' });
-    const pc2 = await enrollWindowsDevice({ discoveryUrl: url, email: second.username, password: second.password, ca: tls.cert, deviceId: pc1.deviceId, hwDevId: pc1.hwDevId });
+    // Any other credential naming this live DeviceID is a takeover attempt: refused, and it changes nothing.
+    const other = await service.issueCredential({ group: 'office' });
+    await expect(enrollWindowsDevice({ discoveryUrl: url, email: other.username, password: other.password, ca: tls.cert, deviceId: pc1.deviceId, hwDevId: pc1.hwDevId })).rejects.toMatchObject({ step: 'enroll' });
+    expect(await store.identities.authenticate(sha256Fingerprint(pc1.certPem))).toMatchObject({ deviceId: pc1.deviceId });
+    expect(await store.challenges.peek(other.password, 'windows-enroll')).toBeDefined();
+    expect((await store.audit.list({ limit: 1000, subject: `device/${pc1.deviceId}` })).map((a) => a.action)).toContain('device.takeover-refused');
+
+    const approved = await service.issueCredential({ group: 'office', device: pc1.deviceId });
+    const pc2 = await enrollWindowsDevice({ discoveryUrl: url, email: approved.username, password: approved.password, ca: tls.cert, deviceId: pc1.deviceId, hwDevId: pc1.hwDevId });
     const [old, current] = await store.identities.listForDevice(pc1.deviceId);
     expect(old!.certSha256).toBe(sha256Fingerprint(pc1.certPem));
     expect(old!.revokedAt).not.toBeNull();
-    expect(current).toMatchObject({ certSha256: sha256Fingerprint(pc2.certPem), revokedAt: null });
+    expect(current).toMatchObject({ certSha256: sha256Fingerprint(pc2.certPem), revokedAt: null, platform: 'windows', protocol: 'windows-wstep', forDevice: pc1.deviceId });
     expect(await store.identities.authenticate(sha256Fingerprint(pc1.certPem))).toBeUndefined();
-    // The admin's label stays; the enrollment group is the new credential's.
+    // The admin approved this device coming back: its labels stay; the enrollment group is the new credential's.
     expect((await store.devices.get(pc1.deviceId))!.labels).toEqual({ team: 'qa' });
     expect((await store.devices.get(pc1.deviceId))!.attributes['enrollment-group']).toBe('office');
     expect((await store.devices.getEnrollment(pc1.deviceId))!.state.certSha256).toBe(sha256Fingerprint(pc2.certPem));
     const enrolls = (await store.audit.list({ limit: 1000, subject: `device/${pc1.deviceId}` })).filter((a) => a.action === 'device.enroll');
-    expect(enrolls.map((a) => (a.details as { reenrollment: boolean }).reenrollment)).toEqual([false, true]);
+    expect(enrolls.map((a) => (a.details as { kind: string }).kind)).toEqual(['new', 'approved']);
     expect((await store.audit.list({ limit: 1000, subject: `certificate/${sha256Fingerprint(pc2.certPem)}` }))[0]!.details).toMatchObject({ revokedPrevious: 1 });
+    // A credential for one device enrolls no other.
+    const forPc1 = await service.issueCredential({ device: pc1.deviceId });
+    await expect(enrollWindowsDevice({ discoveryUrl: url, email: forPc1.username, password: forPc1.password, ca: tls.cert })).rejects.toMatchObject({ step: 'enroll' });
   });
 
   it('enrolls through the federated page: the code typed once, the token used as bearer', async () => {

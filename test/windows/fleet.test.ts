@@ -64,7 +64,7 @@ describe('Windows PCs converge through a staged rollout', { timeout: 120_000 }, 
     for (let round = 0; round < 6; round++) {
       const due = new Set(await store.commands.devicesWithDueCommands());
       if (due.size === 0) return;
-      await Promise.all(devices.filter((d) => due.has(d.deviceId) && !d.unenrolled).map((d) => d.sync()));
+      await Promise.all(devices.filter((d) => due.has(d.deviceId) && !d.unenrolled && !d.wiped).map((d) => d.sync()));
       for (const d of devices) await rec.deviceReported(d.deviceId);
     }
   };
@@ -200,6 +200,10 @@ describe('Windows PCs converge through a staged rollout', { timeout: 120_000 }, 
     expect(d.received.some((x) => x.includes('<Exec>') && x.includes('RemoteWipe/doWipe'))).toBe(true);
     const audit = await store.audit.list({ subject: `device/${d.deviceId}` });
     expect(audit.map((x) => [x.action, x.actor])).toContainEqual(['device.wipe', 'token:alice']);
+    // The wipe is confirmed: the PC is out of management and its certificate no longer works.
+    expect(audit.map((x) => [x.action, x.actor])).toContainEqual(['device.wiped', `device:${d.deviceId}`]);
+    expect((await store.devices.getEnrollment(d.deviceId))!.status).toBe('unenrolled');
+    await expect(d.sync()).rejects.toMatchObject({ status: 403 });
   });
 
   it('deletes the bundle\'s nodes from every PC when the rollout is removed; poll values are released, not deleted', async () => {
@@ -208,7 +212,7 @@ describe('Windows PCs converge through a staged rollout', { timeout: 120_000 }, 
     await rec.tick();
     await settle();
     await rec.tick();
-    for (const d of devices) {
+    for (const d of devices.filter((x) => !x.wiped)) {
       expect(d.tree.get(CAMERA)).toBeUndefined();
       expect(d.tree.get(`${DL}/DevicePasswordEnabled`)).toBeUndefined();
       expect(d.tree.get(WIFI)).toBeUndefined();

@@ -131,10 +131,10 @@ for (const backend of backends) {
       const unbound = await enrollDevice(store, ca, 'C0FFEE00C0FFEE00C0FFEE00C0FFEE00', { bind: false });
       expect(await a.handle(reply('1', '1', [{ kind: 'Alert', cmdId: '1', data: '1201' }], unbound.deviceId), { certSha256: unbound.certSha256 })).toMatchObject({ status: 403 });
       expect(log.lines.filter((l) => l.msg === 'windows OMA-DM message refused').map((l) => l.fields!.reason)).toEqual([
-        'no device certificate was presented',
-        `the certificate belongs to device ${other.deviceId}, not to the one the message names`,
-        'the certificate was not issued by this server',
-        'the certificate is not bound to a device',
+        'no device identity was presented',
+        'the identity belongs to another device',
+        'the identity was not issued by this server',
+        'the identity is not bound to a device yet',
       ]);
       // Nothing of the refused messages reached the store.
       expect(await store.windowsSessions.get(DEVICE, 'D')).toMatchObject({ ended: true });

@@ -23,7 +23,7 @@ export async function enrollDevice(store: Store, ca: CertificateAuthority, devic
   const certSha256 = sha256Fingerprint(cert);
   await store.devices.upsert({ id: deviceId, platform: 'windows', attributes: { os: 'windows', 'enrollment-source': 'windows-mdm' } });
   await store.devices.setEnrollment({ deviceId, platform: 'windows', status: 'enrolled', state: {} });
-  await store.identities.add({ certSha256, deviceId: o.bind === false ? null : deviceId, serialNumber: cert.serialNumber, subject: `CN=${deviceId}`, notAfter: cert.validity.notAfter });
+  await store.identities.add({ certSha256, deviceId: o.bind === false ? null : deviceId, platform: 'windows', protocol: 'windows-wstep', serialNumber: cert.serialNumber, subject: `CN=${deviceId}`, notAfter: cert.validity.notAfter });
   return { deviceId, certPem, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, certSha256 };
 }
 
