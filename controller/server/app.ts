@@ -3,6 +3,7 @@
 // here as they land.
 import { AdminActionError, parseAdminAction, runAdminAction, type AdminActionRequest } from '../actions/admin.js';
 import { deviceCompliance } from '../compliance/device.js';
+import { deviceLifecycle } from '../devices/lifecycle.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, Gauge, collectDefaultMetrics } from 'prom-client';
 import { validatePolicyFiles } from '../policy/validate.js';
@@ -174,6 +175,7 @@ const auth =
 async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
   const read = { preHandler: auth(o, 'read') };
   const operate = { preHandler: auth(o, 'operate') };
+  const admin = { preHandler: auth(o, 'admin') };
 
   app.get('/status', read, async () => ({ ...(await o.controller.status()), devices: o.reconciler.deviceCount(), rollouts: o.reconciler.rolloutStatuses().map(rolloutJson) }));
   app.get('/rollouts', read, async () => o.reconciler.rolloutStatuses().filter((r) => !r.deleted).map(rolloutJson));
@@ -231,6 +233,17 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       if (e instanceof AdminActionError) return reply.code(e.status).send({ error: e.message });
       throw e;
     }
+  });
+  // Retiring ends management and frees the device id for a new enrollment: an admin's decision, repeated as confirm.
+  app.post<{ Params: { id: string }; Body: { confirm?: unknown; note?: unknown } | undefined }>('/devices/:id/retire', admin, async (req, reply) => {
+    const id = req.params.id;
+    if (req.body?.confirm !== id) return reply.code(400).send({ error: `retiring a device ends its management: repeat its id as "confirm" (muster devices retire ${id} --yes)` });
+    const note = req.body?.note;
+    if (note !== undefined && (typeof note !== 'string' || note.length > 200)) return reply.code(400).send({ error: 'note must be text of at most 200 characters' });
+    const r = await deviceLifecycle(o.store).retire(id, `token:${req.token!.name}`, note as string | undefined);
+    if (!r) return reply.code(404).send({ error: `no device "${id}"` });
+    req.log.info({ device: id, actor: req.token!.name }, `device ${id} retired by ${req.token!.name}`);
+    return { deviceId: id, retired: true, revokedIdentities: r.revoked, clearedCommands: r.cleared };
   });
   app.post<{ Params: { platform: string }; Body: Record<string, unknown> | undefined; Querystring: Record<string, string | undefined> }>('/enroll/:platform', operate, async (req, reply) => {
     const platform = req.params.platform as Platform;

@@ -46,10 +46,14 @@ export interface AppleMdm {
   driver: PlatformDriver;
   /** Mounts /mdm/apple/scep, /mdm/apple/checkin and /mdm/apple/connect. */
   register(app: FastifyInstance): Promise<void>;
-  /** A signed enrollment profile with a fresh one-time challenge. */
-  enrollmentProfile(opts?: { ttlMs?: number; note?: string }): Promise<{ bytes: Buffer; contentType: string }>;
+  /**
+   * A signed enrollment profile with a fresh one-time challenge. With `device`
+   * (an existing Apple device's UDID), the identity it yields may replace that
+   * device's current one, and enroll no other device.
+   */
+  enrollmentProfile(opts?: { ttlMs?: number; note?: string; device?: string }): Promise<{ bytes: Buffer; contentType: string }>;
   /** A one-time link a person opens on the device: GET /mdm/apple/enroll?code=… serves the profile once. */
-  enrollmentLink(opts?: { ttlMs?: number; note?: string }): Promise<string>;
+  enrollmentLink(opts?: { ttlMs?: number; note?: string; device?: string }): Promise<string>;
   /** Re-asks devices whose inventory is older than maxAgeMs, and pushes them; returns how many. */
   refreshInventory(maxAgeMs: number): Promise<number>;
   /** Closes the APNs connections. */
@@ -99,16 +103,16 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
         const code = typeof req.query.code === 'string' ? req.query.code : '';
         const link = code ? await store.challenges.consume(code, LINK_PURPOSE) : undefined;
         if (!link) return reply.code(403).type('text/plain').send('this enrollment link is not valid (it works once, and expires)\n');
-        const note = (link.details as { note?: string } | null)?.note ?? undefined;
-        const p = await mdm.enrollmentProfile({ ...(note ? { note } : {}) });
+        const d = link.details as { note?: string; device?: string } | null;
+        const p = await mdm.enrollmentProfile({ ...(d?.note ? { note: d.note } : {}), ...(d?.device ? { device: d.device } : {}) });
         return reply.type(p.contentType).header('content-disposition', 'attachment; filename="muster-enroll.mobileconfig"').send(p.bytes);
       });
     },
     async enrollmentProfile(opts = {}) {
-      const challenge = await store.challenges.issue(SCEP_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });
+      const challenge = await store.challenges.issue(SCEP_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null, forDevice: opts.device ?? null });
       const base = c.publicUrl.replace(/\/+$/, '');
       const bytes = enrollmentProfileBytes({ serverUrl: `${base}/mdm/apple/connect`, checkInUrl: `${base}/mdm/apple/checkin`, topic: c.topic, scep: { url: `${base}/mdm/apple/scep`, challenge }, ca }, signer);
-      await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null } });
+      await store.audit.append({ actor: 'controller', action: 'enrollment.profile', subject: 'apple', details: { challengeSha256: createHash('sha256').update(challenge).digest('hex'), note: opts.note ?? null, forDevice: opts.device ?? null } });
       return { bytes, contentType: ENROLLMENT_CONTENT_TYPE };
     },
     async refreshInventory(maxAgeMs) {
@@ -123,7 +127,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
       await apns?.close();
     },
     async enrollmentLink(opts = {}) {
-      const code = await store.challenges.issue(LINK_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null });
+      const code = await store.challenges.issue(LINK_PURPOSE, opts.ttlMs ?? 24 * 3_600_000, { note: opts.note ?? null, device: opts.device ?? null });
       return `${c.publicUrl.replace(/\/+$/, '')}/mdm/apple/enroll?code=${code}`;
     },
   };

@@ -35,7 +35,7 @@ export interface WindowsMdm {
   /** Mounts /EnrollmentServer/* and /ManagementServer/MDM.svc. */
   register(app: FastifyInstance): Promise<void>;
   /** A credential a person types into Settings › Access work or school (one device by default). */
-  issueCredential(o: { group?: string; note?: string; ttlMs?: number; oneTime?: boolean }): Promise<WindowsCredential & { discoveryUrl: string; enrollLink: string }>;
+  issueCredential(o: { group?: string; note?: string; ttlMs?: number; oneTime?: boolean; device?: string }): Promise<WindowsCredential & { discoveryUrl: string; enrollLink: string }>;
 }
 
 export function createWindowsMdm(store: Store, c: WindowsConfig): WindowsMdm {

@@ -1,4 +1,4 @@
-// `muster devices list|show|lock|wipe|restart|reset-passcode|refresh`: the
+// `muster devices list|show|lock|wipe|restart|reset-passcode|refresh|retire`: the
 // fleet as the controller sees it, through the admin API: what each device
 // should have, whether it does, whether it complies, and the admin actions.
 import { Command, Option } from 'commander';
@@ -105,6 +105,27 @@ export function registerDevices(program: Command, io: CliIO): void {
     .action((id: string, o: ServerOpts & { yes?: boolean; pin?: string; preserveDataPlan?: boolean }) => {
       if (!o.yes) throw new CliError(`erasing ${id} cannot be undone: run again with --yes`, EXIT.usage);
       return act(id, 'wipe', { confirm: id, pin: o.pin, ...(o.preserveDataPlan ? { preserveDataPlan: true } : {}) }, o);
+    });
+  withServerOptions(devices.command('retire'))
+    .description('Take a device out of management: its certificates are revoked, its queue cleared; it may then enroll again as a new device (needs --yes and an admin token)')
+    .argument('<id>', 'the device id')
+    .option('--yes', 'yes, retire it')
+    .option('--note <text>', 'why, kept in the audit log')
+    .addHelpText(
+      'after',
+      `
+Retire a device that was lost, sold or reinstalled without unenrolling. Until
+then, no other enrollment may take its id. To let one device come back with its
+labels instead, issue it a credential: muster enroll apple|windows --device ID.
+
+Example:
+  $ muster devices retire 00008103-000A1D2E3F40801E --yes --note "sold"`,
+    )
+    .action(async (id: string, o: ServerOpts & { yes?: boolean; note?: string }) => {
+      if (!o.yes) throw new CliError(`retiring ${id} ends its management: run again with --yes`, EXIT.usage);
+      const r = (await callApi(io, o, 'POST', `/devices/${encodeURIComponent(id)}/retire`, { confirm: id, ...(o.note ? { note: o.note } : {}) })) as { revokedIdentities: number; clearedCommands: number };
+      if (o.output === 'json') return void println(io.stdout, JSON.stringify({ deviceId: id, ...r }, null, 2));
+      println(io.stdout, `retired ${id}: ${r.revokedIdentities} certificate${r.revokedIdentities === 1 ? '' : 's'} revoked, ${r.clearedCommands} queued command${r.clearedCommands === 1 ? '' : 's'} cleared`);
     });
   for (const [name, what] of [
     ['restart', 'Restart a device'],

@@ -22,6 +22,7 @@ export function registerEnroll(program: Command, io: CliIO): void {
     .option('--link', 'print a one-time link to open on the device instead of writing a file')
     .option('--ttl <hours>', 'how long the challenge inside stays valid', '24')
     .option('--note <text>', 'who or what it is for, kept in the audit log')
+    .option('--device <udid>', 're-enroll this existing device (e.g. reinstalled): the profile may replace its current identity, and enrolls no other device')
     .option('--server <url>', 'the controller (default: $MUSTER_SERVER or http://127.0.0.1:8080)')
     .option('--token <token>', 'admin API token with scope operate (default: $MUSTER_TOKEN)')
     .addHelpText(
@@ -30,11 +31,16 @@ export function registerEnroll(program: Command, io: CliIO): void {
 Open the file on the device (or AirDrop it) and install it in Settings, or
 send the person a --link: it serves the profile once.
 
+A device that is still enrolled cannot be enrolled again with an ordinary
+profile (that would let anyone take it over): retire it first (muster devices
+retire UDID), or give --device UDID to approve its return.
+
 Examples:
   $ muster enroll apple --out alice-macbook.mobileconfig --note "Alice's MacBook"
-  $ muster enroll apple --link --ttl 4 --note "Bob's iPad"`,
+  $ muster enroll apple --link --ttl 4 --note "Bob's iPad"
+  $ muster enroll apple --device 00008103-000A1D2E3F40801E --note "reinstalled"`,
     )
-    .action(async (o: { out: string; link?: boolean; ttl: string; note?: string; server?: string; token?: string }) => {
+    .action(async (o: { out: string; link?: boolean; ttl: string; note?: string; device?: string; server?: string; token?: string }) => {
       const ttlHours = Number(o.ttl);
       if (!(ttlHours > 0)) throw new CliError('--ttl: a number of hours', EXIT.usage);
       const base = (o.server ?? io.env.MUSTER_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
@@ -42,7 +48,7 @@ Examples:
       if (!token) throw new CliError('no token: pass --token or set MUSTER_TOKEN (muster token create --scope operate)', EXIT.usage);
       let res: Response;
       try {
-        res = await fetch(`${base}/api/v1/enroll/apple${o.link ? '?link=1' : ''}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ ttlHours, ...(o.note ? { note: o.note } : {}) }) });
+        res = await fetch(`${base}/api/v1/enroll/apple${o.link ? '?link=1' : ''}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ ttlHours, ...(o.note ? { note: o.note } : {}), ...(o.device ? { device: o.device } : {}) }) });
       } catch (e) {
         throw new CliError(`cannot reach ${base}: ${(e as Error).message}`);
       }
@@ -91,6 +97,7 @@ interface WindowsCredentialJson {
   expiresAt: string;
   oneTime: boolean;
   group: string | null;
+  device: string | null;
 }
 
 function registerEnrollWindows(enroll: Command, io: CliIO): void {
@@ -101,6 +108,7 @@ function registerEnrollWindows(enroll: Command, io: CliIO): void {
     .option('--ttl <duration>', 'how long it stays valid (24h, 7d …)', '7d')
     .option('--reusable', 'any number of devices may use it until it expires (default: one device)')
     .option('--note <text>', 'who or what it is for, kept in the audit log')
+    .option('--device <id>', 're-enroll this existing PC (its DeviceID, e.g. after a reinstall): the credential may replace its current identity, and enrolls no other PC')
     .option('--server <url>', 'the controller (default: $MUSTER_SERVER or http://127.0.0.1:8080)')
     .option('--token <token>', 'admin API token with scope operate (default: $MUSTER_TOKEN)')
     .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'))
@@ -113,16 +121,22 @@ the email address and password printed here. Windows finds the server from the
 address's domain (a DNS name enterpriseenrollment.DOMAIN pointing at Muster);
 without it, Windows asks for the server, which is printed too.
 
+A PC that is still enrolled cannot be enrolled again with an ordinary
+credential (that would let anyone holding one take it over): retire it first
+(muster devices retire ID), or give --device ID to approve its return.
+
 Examples:
   $ muster enroll windows --group pilot --note "Alice's laptop"
-  $ muster enroll windows --group kiosks --reusable --ttl 2d --output json`,
+  $ muster enroll windows --group kiosks --reusable --ttl 2d --output json
+  $ muster enroll windows --device 9A274A7C-97E2-4BAB-9400-C4755647CF43 --note "reimaged"`,
     )
-    .action(async (o: { group?: string; ttl: string; reusable?: boolean; note?: string; server?: string; token?: string; output: 'text' | 'json' }) => {
+    .action(async (o: { group?: string; ttl: string; reusable?: boolean; note?: string; device?: string; server?: string; token?: string; output: 'text' | 'json' }) => {
       const ttlHours = hoursOf('ttl', o.ttl);
-      const c = (await callApi(io, o, 'POST', '/enroll/windows', { ttlHours, oneTime: !o.reusable, ...(o.group ? { group: o.group } : {}), ...(o.note ? { note: o.note } : {}) })) as WindowsCredentialJson;
+      if (o.device && o.reusable) throw new CliError('--device and --reusable do not go together: a credential for one device works once', EXIT.usage);
+      const c = (await callApi(io, o, 'POST', '/enroll/windows', { ttlHours, oneTime: !o.reusable, ...(o.group ? { group: o.group } : {}), ...(o.note ? { note: o.note } : {}), ...(o.device ? { device: o.device } : {}) })) as WindowsCredentialJson;
       if (o.output === 'json') return void println(io.stdout, JSON.stringify(c, null, 2));
       const uses = c.oneTime ? 'one device' : 'any number of devices';
-      println(io.stdout, `Windows enrollment${c.group ? ` into group ${c.group}` : ''} — ${uses}, valid until ${c.expiresAt}`);
+      println(io.stdout, `Windows enrollment${c.group ? ` into group ${c.group}` : ''} — ${c.device ? `only PC ${c.device}` : uses}, valid until ${c.expiresAt}`);
       println(io.stdout);
       println(io.stdout, `  Email address  ${c.username}`);
       println(io.stdout, `  Password       ${c.password}`);

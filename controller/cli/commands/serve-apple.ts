@@ -4,7 +4,7 @@ import { createAppleMdm } from '../../../protocols/apple/index.js';
 import type { DeviceAuthMode } from '../../../protocols/apple/auth.js';
 import { EnrollRequestError, ttlHoursOf } from '../../server/app.js';
 import { CliError, EXIT } from '../io.js';
-import type { ProtocolMount, ServeContext } from './serve-protocol.js';
+import { approvedDevice, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
 export interface AppleServeOpts {
   appleTopic?: string;
@@ -66,8 +66,10 @@ export async function mountApple(o: AppleServeOpts, ctx: ServeContext): Promise<
       const ttlMs = ttlHoursOf(body) * 3_600_000;
       if (body.note !== undefined && typeof body.note !== 'string') throw new EnrollRequestError('note must be text');
       const note = `${(body.note as string | undefined) ?? ''} (by ${actor})`.trim();
-      if (query.link === '1') return { json: { url: await apple.enrollmentLink({ ttlMs, note }) } };
-      const p = await apple.enrollmentProfile({ ttlMs, note });
+      const device = await approvedDevice(ctx.store, body, 'apple');
+      const opts = { ttlMs, note, ...(device ? { device } : {}) };
+      if (query.link === '1') return { json: { url: await apple.enrollmentLink(opts) } };
+      const p = await apple.enrollmentProfile(opts);
       return { file: { bytes: p.bytes, contentType: p.contentType, filename: 'muster-enroll.mobileconfig' } };
     },
     start() {

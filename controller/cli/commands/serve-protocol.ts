@@ -9,7 +9,7 @@ import type { Platform } from '../../policy/types.js';
 import type { PlatformDriver } from '../../reconcile/driver.js';
 import type { Log, Reconciler } from '../../reconcile/reconciler.js';
 import { parseDuration } from '../../rollout/duration.js';
-import type { Enroller } from '../../server/app.js';
+import { EnrollRequestError, type Enroller } from '../../server/app.js';
 import type { Store } from '../../store/index.js';
 import { CliError, EXIT, type CliIO } from '../io.js';
 
@@ -47,6 +47,21 @@ export interface ServeContext {
   readText(file: string, flag: string): string;
   /** The reconciler, once serve has built it (enrollment may ask what a new device would get). */
   reconciler?: Reconciler;
+}
+
+/**
+ * `device` of an enrollment request: an existing device of this platform that
+ * an admin names, so the credential may replace its identity (a reinstalled
+ * device). Undefined when the request names none.
+ */
+export async function approvedDevice(store: Store, body: Record<string, unknown>, platform: Platform): Promise<string | undefined> {
+  const id = body.device;
+  if (id === undefined) return undefined;
+  if (typeof id !== 'string' || !id || id.length > 128) throw new EnrollRequestError('device must be a device id');
+  const d = await store.devices.get(id);
+  if (!d) throw new EnrollRequestError(`no device "${id}"`);
+  if (d.platform !== platform) throw new EnrollRequestError(`device "${id}" is a ${d.platform} device, not ${platform}`);
+  return id;
 }
 
 export const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undefined => {

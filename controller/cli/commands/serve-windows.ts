@@ -9,7 +9,7 @@ import { DEFAULT_POLL, checkPollSchedule, type PollSchedule } from '../../../pro
 import { parseDuration } from '../../rollout/duration.js';
 import { EnrollRequestError, ttlHoursOf } from '../../server/app.js';
 import { CliError, EXIT } from '../io.js';
-import type { ProtocolMount, ServeContext } from './serve-protocol.js';
+import { approvedDevice, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
 export interface WindowsServeOpts {
   windows?: boolean;
@@ -98,8 +98,10 @@ export async function mountWindows(o: WindowsServeOpts, ctx: ServeContext): Prom
       const group = body.group as string | undefined;
       if (group !== undefined && !isEnrollmentGroup(group)) throw new EnrollRequestError(`group "${group}" is not a label value (lower-case letters, digits and -, at most 63)`);
       const note = `${(body.note as string | undefined) ?? ''} (by ${actor})`.trim();
-      const c = await windows.issueCredential({ ttlMs, note, oneTime: (body.oneTime as boolean | undefined) ?? true, ...(group ? { group } : {}) });
-      return { json: { username: c.username, password: c.password, serverUrl: ctx.publicUrl, discoveryUrl: c.discoveryUrl, enrollLink: c.enrollLink, expiresAt: c.expiresAt.toISOString(), oneTime: c.oneTime, group: group ?? null } };
+      const device = await approvedDevice(ctx.store, body, 'windows');
+      if (device && body.oneTime === false) throw new EnrollRequestError('a credential for one device works once');
+      const c = await windows.issueCredential({ ttlMs, note, oneTime: (body.oneTime as boolean | undefined) ?? true, ...(group ? { group } : {}), ...(device ? { device } : {}) });
+      return { json: { username: c.username, password: c.password, serverUrl: ctx.publicUrl, discoveryUrl: c.discoveryUrl, enrollLink: c.enrollLink, expiresAt: c.expiresAt.toISOString(), oneTime: c.oneTime, group: group ?? null, device: device ?? null } };
     },
     async close() {},
     describe: { discovery: windows.urls.discovery, management: windows.urls.management, auth: o.windowsAuth, deviceAuth: modes, poll: formatPoll(poll), ca: ca.fingerprint },
