@@ -25,10 +25,13 @@ describe('muster serve --trusted-proxy', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  it('exits 2 on a range it cannot read', async () => {
+  it('exits 2 on a range it cannot read, and on a shutdown grace that is not a duration', async () => {
     const bad = await serve('--device-auth', 'header', '--trusted-proxy', '10.0.0.0/8', 'proxy.internal');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--trusted-proxy: "proxy\.internal" is not an address or CIDR range/);
+    const grace = await serve('--shutdown-grace', 'soon');
+    expect(grace.code).toBe(2);
+    expect(grace.stderr).toMatch(/--shutdown-grace/);
     expect(readdirSync(dir)).toEqual([]);
   });
 });

@@ -23,6 +23,7 @@ import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js'
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
 import { androidOptions, mountAndroid, type AndroidServeOpts } from './serve-android.js';
 import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
+import { shutDown } from './serve-shutdown.js';
 
 interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   source: string;
@@ -47,6 +48,7 @@ interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   tlsCert?: string;
   tlsKey?: string;
   trustedProxy?: string[];
+  shutdownGrace: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -76,6 +78,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--tls-cert <file>', 'serve HTTPS with this certificate chain (PEM), and ask clients for certificates (device mTLS)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--trusted-proxy <cidr...>', 'addresses or CIDR ranges of the proxies in front (10.0.0.0/8 fd00::/8): only their connections may forward a device certificate (header device auth) or X-Forwarded-For')
+    .option('--shutdown-grace <duration>', 'on SIGTERM, how long requests in flight may take to finish before their connections are closed', '10s')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
   appleOptions(cmd);
@@ -99,7 +102,11 @@ Examples:
   $ muster serve --source … --public-url https://mdm.acme.com --tls-cert mdm.pem --tls-key mdm.key \\
       --windows --apple-topic com.apple.mgmt.External.…          # Windows and Apple devices, mTLS here
   $ muster serve … --windows --windows-device-auth header --trusted-proxy 10.0.0.0/8
-      # behind a TLS proxy at 10.x that overwrites the Client-Cert header with the device certificate`,
+      # behind a TLS proxy at 10.x that overwrites the Client-Cert header with the device certificate
+
+On SIGTERM or SIGINT serve stops accepting connections, answers 503 on those still
+open, lets requests in flight finish for --shutdown-grace, closes what is left, stops
+the controller, the protocols and the database (5 s each at most), and exits 0.`,
     )
     .action(async (o: ServeOpts) => {
       const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
@@ -109,6 +116,7 @@ Examples:
       const tickMs = ms('tick', o.tick);
       const resyncMs = ms('resync', o.resync);
       const gitMs = ms('git-interval', o.gitInterval);
+      const graceMs = ms('shutdown-grace', o.shutdownGrace);
       const proxies = trustedProxyFlag(o);
       const m = /^(.+):(\d{1,5})$/.exec(o.listen);
       if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
@@ -221,14 +229,24 @@ Examples:
 
       await new Promise<void>((done) => {
         const stop = (signal: string) => {
-          log.info('shutting down', { signal });
+          log.info('shutting down', { signal, graceMs });
           if (fleetTimer) clearTimeout(fleetTimer);
           void (async () => {
-            await app.close().catch(() => {});
-            await controller.stop().catch(() => {});
-            // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
-            for (const m of mounts) await m.close().catch(() => {});
-            await store.close().catch(() => {});
+            const r = await shutDown({
+              app,
+              graceMs,
+              log,
+              steps: [
+                { name: 'the controller', run: () => controller.stop() },
+                // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
+                ...mounts.map((m) => ({ name: `${m.platform} MDM`, run: () => m.close() })),
+                { name: 'the database', run: () => store.close() },
+              ],
+            });
+            log.info('shut down', { signal, ms: r.ms, drained: r.drained, connectionsCut: r.connectionsCut, leftBehind: r.stepsCut });
+            // Whatever a step left behind (a pool that would not close) must not keep the process alive;
+            // unref'd, the timer never delays an exit that happens on its own.
+            setTimeout(() => process.exit(), 1_000).unref();
             done();
           })();
         };
