@@ -45,7 +45,7 @@ export const peerAddress = (socket: unknown): string | undefined => (socket as {
  * choose the certificate.
  */
 export function forwardedCertHeader(req: { headers: Record<string, string | string[] | undefined>; socket?: unknown }, header: string, trusted: TrustedPeer | undefined): string | undefined {
-  const raw = req.headers[header];
+  const raw = req.headers[header.toLowerCase()]; // node lower-cases header names
   if (raw === undefined) return undefined;
   const peer = peerAddress(req.socket);
   if (!peer || !trusted?.(peer)) throw new UntrustedHeaderError(peer ?? 'unknown', header);
