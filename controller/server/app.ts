@@ -37,6 +37,8 @@ export interface AppOptions {
   https?: { cert: string; key: string };
   /** Enrollment per platform (`POST /api/v1/enroll/PLATFORM`): profiles, credentials, tokens. */
   enrollers?: ReadonlyMap<Platform, Enroller>;
+  /** TCP peers whose X-Forwarded-For is believed for req.ip (`--trusted-proxy`); none by default. */
+  trustProxy?: (address: string) => boolean;
 }
 
 /** What `POST /api/v1/enroll/PLATFORM` hands a protocol: the JSON body, the query, and who asked. */
@@ -70,7 +72,8 @@ declare module 'fastify' {
 
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   const https = o.https ? { https: { ...o.https, requestCert: true, rejectUnauthorized: false } } : {};
-  const app = Fastify({ ...https, loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance;
+  const trustProxy = o.trustProxy ? { trustProxy: o.trustProxy } : {};
+  const app = Fastify({ ...https, ...trustProxy, loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance;
   await app.register(operationsRoutes, o);
   await app.register(webhookRoutes, o);
   await app.register(adminRoutes, { ...o, prefix: '/api/v1' } as AppOptions & { prefix: string });

@@ -1,6 +1,6 @@
 // Which certificate a device request was made with, by configuration: the TLS
 // client certificate (mTLS), a certificate a trusted proxy forwards in a
-// header (RFC 9440 `Client-Cert: :<base64 DER>:`, or a URL-escaped PEM as
+// header, believed only from the proxies' addresses (RFC 9440 `Client-Cert: :<base64 DER>:`, or a URL-escaped PEM as
 // nginx's $ssl_client_escaped_cert), or the Mdm-Signature header — a
 // detached CMS SignedData over the body. The first two are shared with
 // Windows (protocols/pki/client-cert.ts). node-forge cannot verify CMS, so the
@@ -11,12 +11,20 @@
 import { X509Certificate, verify } from 'node:crypto';
 import { toBuffer, toDer } from '../pki/asn1.js';
 import type { CertificateAuthority } from '../pki/ca.js';
-import { ClientCertError, certFromHeader, certFromTls, firstAcceptedCertificate, firstHeader } from '../pki/client-cert.js';
+import { ClientCertError, UntrustedHeaderError, certFromHeader, certFromTls, firstAcceptedCertificate, firstHeader, forwardedCertHeader, type TrustedPeer } from '../pki/client-cert.js';
 import { DIGEST_OIDS, identifies, readSignedData, verifySigner } from './scep/cms.js';
 
 export type DeviceAuthMode = 'mtls' | 'header' | 'signature';
 
-export class DeviceAuthError extends Error {}
+export class DeviceAuthError extends Error {
+  constructor(
+    message: string,
+    /** Set when the request carried the certificate header from a peer that is not a trusted proxy: a forgery. */
+    readonly untrustedPeer?: string,
+  ) {
+    super(message);
+  }
+}
 
 export interface DeviceAuthOptions {
   /** Which ways are accepted, tried in this order. */
@@ -24,6 +32,8 @@ export interface DeviceAuthOptions {
   ca: CertificateAuthority;
   /** The header a trusted proxy puts the client certificate in (default client-cert). */
   header?: string;
+  /** Which TCP peers may send that header; without it, header mode accepts no one. */
+  trustedProxy?: TrustedPeer;
 }
 
 /** Upper bound for a Mdm-Signature (a signature plus one or two certificates). */
@@ -38,8 +48,11 @@ export interface AuthRequest {
 /** The device certificate's SHA-256, after checking it chains to our CA and is current. */
 export function authenticateDevice(req: AuthRequest, o: DeviceAuthOptions): { certSha256: string; via: DeviceAuthMode } {
   try {
-    return firstAcceptedCertificate(o.modes, (mode) => (mode === 'mtls' ? fromTls(req.socket) : mode === 'header' ? fromHeader(first(req.headers[o.header ?? 'client-cert'])) : fromSignature(first(req.headers['mdm-signature']), req.body)), o.ca);
+    // Checked before any mode: a forged header makes the whole request hostile, whatever else it carries.
+    const forwarded = o.modes.includes('header') ? forwardedCertHeader(req, o.header ?? 'client-cert', o.trustedProxy) : undefined;
+    return firstAcceptedCertificate(o.modes, (mode) => (mode === 'mtls' ? fromTls(req.socket) : mode === 'header' ? fromHeader(forwarded) : fromSignature(first(req.headers['mdm-signature']), req.body)), o.ca);
   } catch (e) {
+    if (e instanceof UntrustedHeaderError) throw new DeviceAuthError(e.message, e.peer);
     if (e instanceof ClientCertError) throw new DeviceAuthError(e.message);
     throw e;
   }

@@ -17,6 +17,7 @@ import { appleRoutes } from './routes.js';
 import { createApnsClient, type ApnsOptions } from './apns.js';
 import { appleWake } from './wake.js';
 import type { CertificateAuthority } from '../pki/ca.js';
+import type { TrustedPeer } from '../pki/client-cert.js';
 import { challengeEquals } from './scep/challenge.js';
 import { scepRoutes } from './scep/routes.js';
 import { queueStaleInventory } from './inventory.js';
@@ -31,6 +32,8 @@ export interface AppleConfig {
   /** The https URL devices reach this server at. */
   publicUrl: string;
   deviceAuth: readonly DeviceAuthMode[];
+  /** The TCP peers that may forward a device certificate in a header (needed with header mode: without it the header is refused). */
+  trustedProxy?: TrustedPeer;
   /** A shared SCEP challenge accepted besides one-time ones (optional). */
   staticChallenge?: string;
   secret(name: string): string | undefined;
@@ -97,7 +100,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
           return !!id && id.platform === 'apple' && !id.revokedAt;
         },
       });
-      await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca }, log: c.log });
+      await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca, ...(c.trustedProxy ? { trustedProxy: c.trustedProxy } : {}) }, log: c.log });
       // The link is the credential: it works once, and an unknown or used one reveals nothing.
       app.get<{ Querystring: { code?: string } }>('/mdm/apple/enroll', async (req, reply) => {
         const code = typeof req.query.code === 'string' ? req.query.code : '';

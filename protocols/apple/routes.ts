@@ -6,6 +6,7 @@
 // report (the device would resend it forever): an unreadable report gets an
 // empty 200 and a log line.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { refuseUntrustedHeader } from '../pki/client-cert.js';
 import { DeviceAuthError, authenticateDevice, type DeviceAuthOptions } from './auth.js';
 import { decodePlist, encodePlist } from './plist.js';
 import type { AppleLog, AppleService } from './service.js';
@@ -29,6 +30,8 @@ export async function appleRoutes(app: FastifyInstance, o: AppleRoutesOptions): 
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
   }
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
+  // A forged certificate header is refused before the body is read, whatever the body would have been.
+  if (o.auth.modes.includes('header')) app.addHook('onRequest', refuseUntrustedHeader({ header: o.auth.header ?? 'client-cert', trustedProxy: o.auth.trustedProxy, log: o.log }));
 
   const identify = (req: FastifyRequest, body: Buffer) => {
     try {

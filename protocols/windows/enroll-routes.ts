@@ -14,7 +14,8 @@
 //   POST /EnrollmentServer/Auth            federated: the code checked, the token posted back to appru
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { certFromTls } from '../pki/client-cert.js';
+import { ClientCertError, certFromTls, refuseUntrustedHeader } from '../pki/client-cert.js';
+import { windowsCertificateReader, type WindowsAuthOptions } from './auth.js';
 import { discoverResponse, DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION, parseDiscover } from './discovery.js';
 import { PATHS, type WindowsEnrollLog, type WindowsEnrollService } from './enroll-service.js';
 import { SOAP_CONTENT_TYPE, SOAP_LIMITS, SoapFault, readEnvelope, writeEnvelope, writeFault, type SoapRequest } from './soap.js';
@@ -28,11 +29,13 @@ export interface WindowsEnrollRoutesOptions {
   /** Largest request body accepted. Default 256 KiB (an enrollment is a few KiB). */
   maxBodyBytes?: number;
   /**
-   * The certificate a renewing device presents. Default: the TLS peer
-   * certificate (the server must ask for one, without requiring it); behind a
-   * TLS-terminating proxy, read its header with protocols/pki/client-cert.ts.
+   * Where a renewing device's certificate is read, in order (the OMA-DM
+   * endpoint's modes). Default: the TLS peer certificate (the server must ask
+   * for one, without requiring it). With header mode, a certificate header
+   * from a peer that is not a trusted proxy is refused 403 on every
+   * enrollment endpoint.
    */
-  clientCertificate?: (req: FastifyRequest) => Buffer | undefined;
+  deviceAuth?: Pick<WindowsAuthOptions, 'modes' | 'header' | 'trustedProxy'>;
   now?: () => Date;
 }
 
@@ -66,7 +69,22 @@ export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnroll
     return reply.code(FAULT_STATUS).type(SOAP_CONTENT_TYPE).send(writeFault(fault, { traceId }));
   });
 
-  const clientCert = o.clientCertificate ?? ((req: FastifyRequest) => certFromTls(req.raw.socket));
+  const auth = o.deviceAuth;
+  if (auth?.modes.includes('header')) app.addHook('onRequest', refuseUntrustedHeader({ header: auth.header ?? 'client-cert', trustedProxy: auth.trustedProxy, log }));
+  const clientCert = (req: FastifyRequest): Buffer | undefined => {
+    if (!auth) return certFromTls(req.raw.socket);
+    try {
+      const read = windowsCertificateReader({ headers: req.headers, socket: req.raw.socket }, auth);
+      for (const mode of auth.modes) {
+        const der = read(mode);
+        if (der) return der;
+      }
+      return undefined;
+    } catch (e) {
+      if (e instanceof ClientCertError) throw new SoapFault('Authentication', `the presented device certificate cannot be read: ${e.message}`, 'NotEligibleToRenew');
+      throw e;
+    }
+  };
   const soap = (expected: string, responseAction: string, handle: (r: SoapRequest, req: FastifyRequest) => Promise<Answer>) => async (req: FastifyRequest, reply: FastifyReply) => {
     const traceId = randomUUID();
     let env: SoapRequest | undefined;

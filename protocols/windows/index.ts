@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
 import type { Store } from '../../controller/store/index.js';
 import type { CertificateAuthority } from '../pki/ca.js';
-import { certFromHeader, firstHeader } from '../pki/client-cert.js';
+import type { TrustedPeer } from '../pki/client-cert.js';
 import type { WindowsAuthMode } from './auth.js';
 import { DEFAULT_PROVIDER_ID } from './csp.js';
 import { createWindowsDriver, recordWindowsResults, renderWindowsCommand, windowsInventoryOnSession } from './driver.js';
@@ -23,6 +23,8 @@ export interface WindowsConfig extends Omit<WindowsEnrollConfig, 'providerId'> {
   deviceAuth?: readonly WindowsAuthMode[];
   /** The header a trusted TLS-terminating proxy puts the client certificate in (default client-cert). */
   certHeader?: string;
+  /** The TCP peers that may send that header (needed with header mode: without it the header is refused). */
+  trustedProxy?: TrustedPeer;
   /** Ask devices again for their inventory once the last answer is older than this. Default 24 h. */
   inventoryMaxAgeMs?: number;
   secret(name: string): string | undefined;
@@ -56,13 +58,10 @@ export function createWindowsMdm(store: Store, c: WindowsConfig): WindowsMdm {
     driver: createWindowsDriver({ providerId }),
     urls: enroll.urls,
     async register(app) {
-      await app.register(windowsEnrollRoutes, {
-        service: enroll,
-        log: c.log,
-        // Behind a TLS-terminating proxy a renewing device's certificate arrives in its header.
-        ...(modes.includes('header') ? { clientCertificate: (req) => certFromHeader(firstHeader(req.headers[header])) } : {}),
-      });
-      await app.register(windowsMdmRoutes, { service: mdm, auth: { modes, ca: c.ca, header }, log: c.log });
+      // Behind a TLS-terminating proxy a renewing device's certificate arrives in its header, as on OMA-DM.
+      const auth = { modes, header, ...(c.trustedProxy ? { trustedProxy: c.trustedProxy } : {}) };
+      await app.register(windowsEnrollRoutes, { service: enroll, log: c.log, deviceAuth: auth });
+      await app.register(windowsMdmRoutes, { service: mdm, auth: { ...auth, ca: c.ca }, log: c.log });
     },
     async issueCredential(o) {
       const cred = await enroll.issueCredential(o);

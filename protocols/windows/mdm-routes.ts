@@ -4,6 +4,7 @@
 // message is a 400 with a short reason; a refused certificate a 403 (see
 // auth.ts for why not 401); nothing internal reaches the device.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { refuseUntrustedHeader } from '../pki/client-cert.js';
 import { WindowsAuthError, authenticateWindowsDevice, type WindowsAuthOptions } from './auth.js';
 import type { WindowsMdmLog, WindowsMdmService } from './mdm-service.js';
 import { SYNCML_CONTENT_TYPE, SyncmlError, decodeClientMessage } from './syncml/wire.js';
@@ -25,6 +26,8 @@ export async function windowsMdmRoutes(app: FastifyInstance, o: WindowsMdmRoutes
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
   }
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
+  // A forged certificate header is refused before the body is read.
+  if (o.auth.modes.includes('header')) app.addHook('onRequest', refuseUntrustedHeader({ header: o.auth.header ?? 'client-cert', trustedProxy: o.auth.trustedProxy, log: o.log }));
 
   const text = (reply: FastifyReply, code: number, body: string) => reply.code(code).header('content-type', 'text/plain; charset=utf-8').send(body);
 

@@ -71,7 +71,9 @@ describe.skipIf(!!skip)('Apple device authentication', () => {
     const pem = readFileSync(join(dir, 'ipad.pem'), 'utf8');
     expect(fromHeader(`:${certDer.toString('base64')}:`)).toEqual(certDer);
     expect(fromHeader(encodeURIComponent(pem))).toEqual(certDer);
-    expect(auth({ 'client-cert': `:${certDer.toString('base64')}:` }).via).toBe('header');
+    // From a trusted proxy's address (test/security/proxy-header.test.ts covers the others).
+    const proxy = { socket: { remoteAddress: '10.0.0.5' }, trustedProxy: (a: string) => a === '10.0.0.5' };
+    expect(authenticateDevice({ headers: { 'client-cert': `:${certDer.toString('base64')}:` }, body, socket: proxy.socket }, { modes: ['signature', 'header'], ca, trustedProxy: proxy.trustedProxy }).via).toBe('header');
     expect(() => fromHeader('not a certificate')).toThrow(/neither/);
   });
 

@@ -28,7 +28,7 @@ export function appleOptions(cmd: Command): Command {
     .option('--apns-key-id <id>', 'APNs token auth: the key id')
     .option('--apns-team-id <id>', 'APNs token auth: the team id')
     .option('--apns-url <url>', 'APNs server (default: production; https://api.sandbox.push.apple.com for development)')
-    .option('--device-auth <modes>', 'how Apple devices prove who they are, in order: signature, header, mtls', 'signature');
+    .option('--device-auth <modes>', 'how Apple devices prove who they are, in order: signature, header (a proxy in --trusted-proxy forwards the client certificate), mtls', 'signature');
 }
 
 export async function mountApple(o: AppleServeOpts, ctx: ServeContext): Promise<ProtocolMount | undefined> {
@@ -53,6 +53,7 @@ export async function mountApple(o: AppleServeOpts, ctx: ServeContext): Promise<
     topic: o.appleTopic,
     publicUrl: ctx.publicUrl,
     deviceAuth: modes as DeviceAuthMode[],
+    ...(ctx.trustedProxy ? { trustedProxy: ctx.trustedProxy } : {}),
     ...(staticChallenge ? { staticChallenge } : {}),
     secret: ctx.policySecret,
     log,

@@ -47,6 +47,8 @@ export interface ServeContext {
   readText(file: string, flag: string): string;
   /** The reconciler, once serve has built it (enrollment may ask what a new device would get). */
   reconciler?: Reconciler;
+  /** `--trusted-proxy`: the TCP peers whose forwarded client-certificate header is believed. */
+  trustedProxy?: (address: string) => boolean;
 }
 
 /**
@@ -88,7 +90,7 @@ export function readFlagFile(io: CliIO, file: string, flag: string): string {
   }
 }
 
-export function serveContext(o: { io: CliIO; store: Store; log: ServeContext['log']; publicUrl?: string; caDir?: string }): ServeContext {
+export function serveContext(o: { io: CliIO; store: Store; log: ServeContext['log']; publicUrl?: string; caDir?: string; trustedProxy?: (address: string) => boolean }): ServeContext {
   const { io } = o;
   let ca: Promise<CertificateAuthority> | undefined;
   return {
@@ -96,6 +98,7 @@ export function serveContext(o: { io: CliIO; store: Store; log: ServeContext['lo
     store: o.store,
     log: o.log,
     publicUrl: o.publicUrl ?? '',
+    ...(o.trustedProxy ? { trustedProxy: o.trustedProxy } : {}),
     ca() {
       ca ??= (async () => {
         const passphrase = secretFrom(io.env, 'MUSTER_CA_PASSPHRASE');

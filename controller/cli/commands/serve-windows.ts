@@ -47,7 +47,7 @@ export function windowsOptions(cmd: Command): Command {
   return cmd
     .option('--windows', 'enable Windows MDM (MS-MDE2 enrollment, OMA-DM); needs $MUSTER_CA_PASSPHRASE and an https --public-url')
     .addOption(new Option('--windows-auth <policy>', 'Windows: how enrolling users sign in: onpremise (email and password in Settings) or federated (a web page asks for the enrollment code)').choices(['onpremise', 'federated']).default('onpremise'))
-    .option('--windows-device-auth <modes>', 'Windows: how devices prove who they are on OMA-DM, in order: mtls (needs --tls-cert here), header (a trusted TLS proxy forwards the client certificate)', 'mtls')
+    .option('--windows-device-auth <modes>', 'Windows: how devices prove who they are on OMA-DM, in order: mtls (needs --tls-cert here), header (a TLS proxy in --trusted-proxy forwards the client certificate)', 'mtls')
     .option('--windows-provider-id <id>', 'Windows: the DMClient provider id devices are enrolled with', 'Muster')
     .option('--windows-poll <schedule>', 'Windows: the poll schedule new devices get, EVERY:TIMES,EVERY:TIMES,STEADY (bundles override it with spec.windows.poll)', formatPoll(DEFAULT_POLL))
     .option('--windows-cert-days <days>', 'Windows: validity of device certificates (renewed automatically before they expire)', '365')
@@ -80,6 +80,7 @@ export async function mountWindows(o: WindowsServeOpts, ctx: ServeContext): Prom
     authPolicy: o.windowsAuth === 'federated' ? 'Federated' : 'OnPremise',
     providerId: o.windowsProviderId,
     deviceAuth: modes as WindowsAuthMode[],
+    ...(ctx.trustedProxy ? { trustedProxy: ctx.trustedProxy } : {}),
     poll,
     validityDays: days,
     inventoryMaxAgeMs: ctx.ms('windows-inventory-every', o.windowsInventoryEvery),

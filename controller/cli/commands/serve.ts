@@ -10,6 +10,7 @@ import { Reconciler } from '../../reconcile/reconciler.js';
 import { createGithubReporter, parseRepo } from '../../report/github.js';
 import { buildApp, type Enroller } from '../../server/app.js';
 import { createPino, logOf } from '../../server/log.js';
+import { TrustedProxyError, trustedProxies, type TrustedProxies } from '../../server/trusted-proxy.js';
 import { Controller } from '../../serve/controller.js';
 import { createDirSource } from '../../sources/dir-source.js';
 import { createGitSource, redactGitUrl } from '../../sources/git.js';
@@ -22,6 +23,7 @@ import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js'
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
 import { androidOptions, mountAndroid, type AndroidServeOpts } from './serve-android.js';
 import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
+import { shutDown } from './serve-shutdown.js';
 
 interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   source: string;
@@ -45,6 +47,8 @@ interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   caDir?: string;
   tlsCert?: string;
   tlsKey?: string;
+  trustedProxy?: string[];
+  shutdownGrace: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -73,6 +77,8 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--ca-dir <dir>', 'where the device CA key (encrypted) and certificate live (default: .muster/ca)')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate chain (PEM), and ask clients for certificates (device mTLS)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--trusted-proxy <cidr...>', 'addresses or CIDR ranges of the proxies in front (10.0.0.0/8 fd00::/8): only their connections may forward a device certificate (header device auth) or X-Forwarded-For')
+    .option('--shutdown-grace <duration>', 'on SIGTERM, how long requests in flight may take to finish before their connections are closed', '10s')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
   appleOptions(cmd);
@@ -94,7 +100,13 @@ Examples:
   $ muster serve --source https://github.com/acme/device-policy.git --branch main \\
       --listen 0.0.0.0:8080 --public-url https://mdm.acme.com --github-repo acme/device-policy
   $ muster serve --source … --public-url https://mdm.acme.com --tls-cert mdm.pem --tls-key mdm.key \\
-      --windows --apple-topic com.apple.mgmt.External.…          # Windows and Apple devices, mTLS here`,
+      --windows --apple-topic com.apple.mgmt.External.…          # Windows and Apple devices, mTLS here
+  $ muster serve … --windows --windows-device-auth header --trusted-proxy 10.0.0.0/8
+      # behind a TLS proxy at 10.x that overwrites the Client-Cert header with the device certificate
+
+On SIGTERM or SIGINT serve stops accepting connections, answers 503 on those still
+open, lets requests in flight finish for --shutdown-grace, closes what is left, stops
+the controller, the protocols and the database (5 s each at most), and exits 0.`,
     )
     .action(async (o: ServeOpts) => {
       const pretty = o.logFormat ? o.logFormat === 'pretty' : !!(io.stdout as { isTTY?: boolean }).isTTY;
@@ -104,6 +116,8 @@ Examples:
       const tickMs = ms('tick', o.tick);
       const resyncMs = ms('resync', o.resync);
       const gitMs = ms('git-interval', o.gitInterval);
+      const graceMs = ms('shutdown-grace', o.shutdownGrace);
+      const proxies = trustedProxyFlag(o);
       const m = /^(.+):(\d{1,5})$/.exec(o.listen);
       if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
@@ -152,7 +166,9 @@ Examples:
       }
 
       const drivers = createDrivers();
-      const ctx = serveContext({ io, store, log, ...(o.publicUrl ? { publicUrl: o.publicUrl } : {}), ...(o.caDir ? { caDir: o.caDir } : {}) });
+      if (proxies?.everyone.length) log.warn(`--trusted-proxy ${proxies.everyone.join(' ')} trusts every peer: anyone who reaches this listener can forward a device certificate, and so be that device`);
+      const trusted = proxies ? { trustedProxy: (address: string) => proxies.has(address) } : {};
+      const ctx = serveContext({ io, store, log, ...trusted, ...(o.publicUrl ? { publicUrl: o.publicUrl } : {}), ...(o.caDir ? { caDir: o.caDir } : {}) });
       const mounts: ProtocolMount[] = [];
       for (const mount of mountsWanted) {
         const m = await mount(ctx);
@@ -176,6 +192,7 @@ Examples:
         protocols,
         enrollers,
         ...(tls ? { https: tls } : {}),
+        ...(proxies ? { trustProxy: (address: string) => proxies.has(address) } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
       });
 
@@ -195,7 +212,7 @@ Examples:
       await controller.start();
       for (const m of mounts) m.start?.();
       const address = await app.listen({ host: m[1]!, port: Number(m[2]) });
-      log.info('muster is serving', { url: address, source: git ? `${redactGitUrl(o.source)} (${o.branch})` : source.description, database: target.label });
+      log.info('muster is serving', { url: address, source: git ? `${redactGitUrl(o.source)} (${o.branch})` : source.description, database: target.label, ...(proxies ? { trustedProxies: proxies.ranges } : {}) });
 
       let fleetTimer: NodeJS.Timeout | undefined;
       if (fleet) {
@@ -212,14 +229,24 @@ Examples:
 
       await new Promise<void>((done) => {
         const stop = (signal: string) => {
-          log.info('shutting down', { signal });
+          log.info('shutting down', { signal, graceMs });
           if (fleetTimer) clearTimeout(fleetTimer);
           void (async () => {
-            await app.close().catch(() => {});
-            await controller.stop().catch(() => {});
-            // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
-            for (const m of mounts) await m.close().catch(() => {});
-            await store.close().catch(() => {});
+            const r = await shutDown({
+              app,
+              graceMs,
+              log,
+              steps: [
+                { name: 'the controller', run: () => controller.stop() },
+                // Protocols hold long-lived connections (APNs sessions) that would keep the process alive.
+                ...mounts.map((m) => ({ name: `${m.platform} MDM`, run: () => m.close() })),
+                { name: 'the database', run: () => store.close() },
+              ],
+            });
+            log.info('shut down', { signal, ms: r.ms, drained: r.drained, connectionsCut: r.connectionsCut, leftBehind: r.stepsCut });
+            // Whatever a step left behind (a pool that would not close) must not keep the process alive;
+            // unref'd, the timer never delays an exit that happens on its own.
+            setTimeout(() => process.exit(), 1_000).unref();
             done();
           })();
         };
@@ -227,4 +254,26 @@ Examples:
         process.once('SIGTERM', () => stop('SIGTERM'));
       });
     });
+}
+
+/**
+ * `--trusted-proxy`, as ranges (space- or comma-separated, the flag repeatable);
+ * header device auth needs it: without a list of the proxies' addresses, the
+ * header would be believed from anyone who reaches the listener.
+ */
+function trustedProxyFlag(o: Pick<ServeOpts, 'trustedProxy' | 'deviceAuth' | 'windowsDeviceAuth'>): TrustedProxies | undefined {
+  const ranges = (o.trustedProxy ?? []).flatMap((v) => v.split(/[\s,]+/)).filter(Boolean);
+  let proxies: TrustedProxies | undefined;
+  try {
+    proxies = ranges.length ? trustedProxies(ranges) : undefined;
+  } catch (e) {
+    if (e instanceof TrustedProxyError) throw new CliError(`--trusted-proxy: ${e.message}`, EXIT.usage);
+    throw e;
+  }
+  const header = (modes: string) => modes.split(',').some((m) => m.trim() === 'header');
+  const asking = [header(o.deviceAuth) && '--device-auth header', header(o.windowsDeviceAuth) && '--windows-device-auth header'].filter(Boolean);
+  if (asking.length && !proxies) {
+    throw new CliError(`${asking.join(' and ')} needs --trusted-proxy CIDR…: the addresses of the proxy that terminates TLS and sets the certificate header (from any other peer the header is refused)`, EXIT.usage);
+  }
+  return proxies;
 }
