@@ -130,7 +130,7 @@ describe('a forged client-certificate header', () => {
       };
 
       beforeAll(async () => {
-        await store.identities.add({ certSha256: sha256(device.der), serialNumber: device.cert.serialNumber, notAfter: device.cert.validity.notAfter });
+        await store.identities.add({ certSha256: sha256(device.der), platform: 'apple', protocol: 'apple-scep', serialNumber: device.cert.serialNumber, notAfter: device.cert.validity.notAfter });
         apple = await createAppleMdm(store, { ca, topic: 'com.apple.mgmt.External.test', publicUrl: 'https://mdm.example.com', deviceAuth: ['header', 'signature'], trustedProxy, secret: () => undefined, log: { ...log, error: log.warn } });
         app = Fastify();
         await app.register(async (scope) => apple.register(scope));
