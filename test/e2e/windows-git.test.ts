@@ -111,6 +111,23 @@ describe('Windows fleet from a Git commit, on its poll schedule', { timeout: 180
     await until(async () => (JSON.parse(await cli('devices', 'show', pc.deviceId, '--output', 'json')) as { commands: Array<{ type: string; state: string }> }).commands.some((c) => c.type === 'windows.Lock' && c.state === 'completed'), 30_000, 'the lock command completed');
   });
 
+  it('a PC wiped from the CLI is out of management; enrolled again, it receives every bundle at once, with no new bundle version', async () => {
+    const old = pcs[2]!;
+    await cli('devices', 'wipe', old.deviceId, '--yes');
+    await until(async () => old.wiped, 30_000, 'the PC to wipe');
+    await until(async () => (JSON.parse(await cli('devices', 'show', old.deviceId, '--output', 'json')) as { commands: Array<{ type: string; state: string }> }).commands.some((c) => c.type === 'windows.Wipe' && c.state === 'completed'), 30_000, 'the wipe confirmed');
+    old.stopPolling();
+    // The reset PC has a fresh DM client and holds nothing; the wipe freed its id, so an ordinary credential enrolls it.
+    const cred = JSON.parse(await cli('enroll', 'windows', '--group', 'pilot', '--output', 'json')) as { username: string; password: string; discoveryUrl: string };
+    const enrolled = await enrollWindowsDevice({ discoveryUrl: cred.discoveryUrl, email: cred.username, password: cred.password, ca: tls.cert, deviceId: old.deviceId, deviceName: 'DESK-2' });
+    const fresh = new SimulatedWindowsDevice({ ...enrolled, caPem: tls.cert, model: 'Surface Laptop 7' });
+    expect(fresh.tree.get(CAMERA)).toBeUndefined();
+    fresh.startPolling({ minuteMs: 100 });
+    pcs[2] = fresh;
+    await until(async () => fresh.tree.get(CAMERA)?.value === '0' && fresh.tree.get(MIN_LENGTH)?.value === '12', 60_000, 'the bundle on the re-enrolled PC');
+    await until(async () => (JSON.parse(await cli('devices', 'show', fresh.deviceId, '--output', 'json')) as { sync: string }).sync === 'Synced', 30_000, 'the re-enrolled PC in sync');
+  });
+
   it('deletes the nodes when a commit drops the rollout', async () => {
     repo.commit({ 'groups/pilot.yaml': groupYaml, 'bundles/win.yaml': bundleYaml }, 'drop the rollout');
     await until(async () => pcs.every((p) => !p.tree.has(CAMERA)), 60_000, 'the nodes gone from every PC');
