@@ -382,11 +382,14 @@ export function windowsInventoryOnSession(store: Store, o: { maxAgeMs?: number; 
   const maxAge = o.maxAgeMs ?? 24 * 3_600_000;
   return async (deviceId: string, tx: Queryable): Promise<void> => {
     const now = (o.now ?? (() => new Date()))();
-    const last = (await store.devices.reportedMany([deviceId], INVENTORY_REPORT, tx)).get(deviceId);
-    if (last && now.getTime() - last.reportedAt.getTime() < maxAge) return;
-    const window = Math.floor(now.getTime() / maxAge);
-    await store.commands.enqueue(inventoryCommand(deviceId, `auto:${window}`, 10), tx);
-    await store.devices.report(deviceId, INVENTORY_REPORT, { askedAt: now.toISOString() }, now, tx);
+    const asked = await deviceLifecycle(store).updateReported<{ askedAt?: string }>(
+      deviceId,
+      INVENTORY_REPORT,
+      (last) => (last?.askedAt && now.getTime() - Date.parse(last.askedAt) < maxAge ? undefined : { askedAt: now.toISOString() }),
+      tx,
+      { at: now },
+    );
+    if (asked) await store.commands.enqueue(inventoryCommand(deviceId, `auto:${Math.floor(now.getTime() / maxAge)}`, 10), tx);
   };
 }
 
