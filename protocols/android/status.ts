@@ -113,7 +113,9 @@ export async function recordDeviceStatus(store: LifecycleStore, d: Device, o: { 
     const hw = d.hardwareInfo ?? {};
     const sw = d.softwareInfo ?? {};
     const ownership = ownershipOf(d);
-    const before = prev ? await store.devices.get(id, tx) : undefined;
+    const before = await store.devices.get(id, tx);
+    // A device id is one platform's for good (docs/security.md): an AMAPI report never rewrites another platform's device.
+    if (before && before.platform !== 'android') return 'ignored';
     const group = groupOf(d.enrollmentTokenData);
     const attributes: Record<string, string> = { os: 'android', 'enrollment-source': 'amapi', ...(ownership ? { ownership } : {}), ...(d.managementMode ? { 'management-mode': d.managementMode } : {}), ...(group ? { [ENROLLMENT_GROUP_ATTRIBUTE]: group } : {}) };
     const saved = await store.devices.upsert(
