@@ -13,6 +13,7 @@ import type { PlatformDriver } from '../../controller/reconcile/driver.js';
 import { keyring, randomKeyring } from '../../controller/secrets/keys.js';
 import { SealError, createSealer } from '../../controller/secrets/seal.js';
 import { sealBinding } from '../../controller/store/commands.js';
+import { loadMigrations, migrate } from '../../controller/store/migrate.js';
 import { type Store, isSealed } from '../../controller/store/index.js';
 import { createAndroidDriver } from '../../protocols/android/driver.js';
 import { createAppleDriver, renderAppleCommand } from '../../protocols/apple/driver.js';
@@ -304,5 +305,45 @@ describe.each(backends)('secrets at rest on %s', (backend: Backend) => {
     } finally {
       await openWith({ keys: tdb.keys });
     }
+  });
+});
+
+describe.each(backends)('a database from before secrets were sealed, upgraded by migration 006, on %s', (backend: Backend) => {
+  let tdb: TestDatabase;
+  let store: Store;
+  const MAC_ID = 'C3D4E5F6-0000-4000-8000-000000000006';
+  const PIN_DONE = '482913';
+  const PIN_QUEUED = '907351';
+  const PASSWORD_QUEUED = 'old-clear-password-77';
+  const uuids = { done: randomUUID(), queued: randomUUID(), android: randomUUID() };
+
+  beforeAll(async () => {
+    tdb = await testDatabase(backend);
+    store = await tdb.open({ migrate: false });
+    await migrate(store.db, loadMigrations().filter((m) => m.version < 6));
+    // What older versions stored: the PIN and the password in clear in the payload.
+    await store.db.query(`INSERT INTO devices (id, platform, model) VALUES ($1, 'apple', 'Mac15,3'), ('android-legacy', 'android', 'Pixel 8')`, [MAC_ID]);
+    const insert = (uuid: string, device: string, type: string, payload: unknown, state: string) =>
+      store.db.query(`INSERT INTO commands (uuid, device_id, type, payload, state, finished_at) VALUES ($1, $2, $3, $4::text::jsonb, $5, CASE WHEN $5 IN ('completed', 'failed', 'expired') THEN now() END)`, [uuid, device, type, JSON.stringify(payload), state]);
+    await insert(uuids.done, MAC_ID, 'DeviceLock', { RequestType: 'DeviceLock', fields: { PIN: PIN_DONE, Message: 'old' } }, 'completed');
+    await insert(uuids.queued, MAC_ID, 'DeviceLock', { RequestType: 'DeviceLock', fields: { PIN: PIN_QUEUED } }, 'pending');
+    await insert(uuids.android, 'android-legacy', 'amapi.issueCommand', { type: 'RESET_PASSWORD', newPassword: PASSWORD_QUEUED }, 'pending');
+    await store.migrate();
+  });
+  afterAll(async () => tdb?.cleanup());
+
+  it('removes the secrets of finished commands at once, and those of unfinished ones when they finish', async () => {
+    expect(await store.commands.get(uuids.done)).toMatchObject({ state: 'completed', sealed: null, payload: { RequestType: 'DeviceLock', fields: { Message: 'old' } } });
+    const dump = (await store.db.query<{ row: string }>(`SELECT x::text AS row FROM commands x`)).rows.map((r) => r.row).join('\n');
+    expect(leaks(dump, PIN_DONE)).toEqual([]);
+    // Still delivered as queued (the migration cannot seal without the key), then gone.
+    expect(await store.commands.get(uuids.queued)).toMatchObject({ sealed: [['fields', 'PIN']] });
+    expect(await store.commands.nextForDevice(MAC_ID)).toMatchObject([{ uuid: uuids.queued, payload: { fields: { PIN: PIN_QUEUED } } }]);
+    await store.commands.report(uuids.queued, { status: 'completed' });
+    expect(await store.commands.get(uuids.queued)).toMatchObject({ sealed: null, payload: { RequestType: 'DeviceLock', fields: {} } });
+    await store.commands.clearForDevice('android-legacy', 'the device was deleted');
+    expect(await store.commands.get(uuids.android)).toMatchObject({ state: 'expired', sealed: null, payload: { type: 'RESET_PASSWORD' } });
+    const after = (await store.db.query<{ row: string }>(`SELECT x::text AS row FROM commands x`)).rows.map((r) => r.row).join('\n');
+    for (const s of [PIN_DONE, PIN_QUEUED, PASSWORD_QUEUED]) expect(leaks(after, s), s).toEqual([]);
   });
 });
