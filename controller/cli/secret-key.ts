@@ -11,7 +11,8 @@
 // Every source that is present and not the current key joins the keyring as an
 // older key, so switching from the generated file or the passphrase to a key
 // of its own keeps what the old one sealed or keyed readable.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { CliError, EXIT, type CliIO } from './io.js';
 import { type Keyring, type MasterKey, SecretKeyError, keyring, masterKeyFromPassphrase, parseMasterKey, randomMasterKey } from '../secrets/keys.js';
 
@@ -44,6 +45,8 @@ function readLocalKey(file: string, create: boolean): MasterKey | undefined {
     if (!create) return undefined;
     const key = randomMasterKey();
     try {
+      // A first start: the data folder's parent (.muster) may not exist yet.
+      mkdirSync(dirname(file), { recursive: true });
       // wx: two processes starting at once never overwrite each other's key.
       writeFileSync(file, key.export() + '\n', { mode: 0o600, flag: 'wx' });
       return key;

@@ -50,7 +50,8 @@ describe('the secret key from the environment', () => {
     const own = randomMasterKey();
     const pass = 'correct horse battery staple';
     const fromPass = masterKeyFromPassphrase(pass);
-    const d = dataDir();
+    // A first start: not even the data folder's parent exists yet.
+    const d = join(dataDir(), '.muster', 'data');
     // Alone on PGlite: a key file is made beside the data folder, readable by its owner only.
     const generated = secretKeysFrom(io({}), { dataDir: d, create: true })!;
     expect(generated.source).toBe(`${d}.key`);
