@@ -25,6 +25,8 @@ export interface Sealer {
   readonly configured: boolean;
   seal(value: string, binding: SealBinding): string;
   open(sealed: string, binding: SealBinding): string;
+  /** Whether a sealed value is under an older key than the current one (seal it again after a rotation). */
+  isStale(sealed: string): boolean;
 }
 
 /** A sealed value did not open: changed, moved, or sealed under a key that is not on the keyring. */
@@ -52,6 +54,7 @@ export function createSealer(ring: Keyring | undefined): Sealer {
       configured: false,
       seal: () => missing('a secret cannot be stored (it is never stored in clear)'),
       open: () => missing('a sealed secret cannot be read'),
+      isStale: () => false,
     };
   }
   const keys = new Map<string, Buffer>();
@@ -73,6 +76,10 @@ export function createSealer(ring: Keyring | undefined): Sealer {
       c.setAAD(aad(id, binding));
       const body = Buffer.concat([c.update(value, 'utf8'), c.final(), c.getAuthTag()]);
       return `${PREFIX}.${id}.${iv.toString('base64url')}.${body.toString('base64url')}`;
+    },
+    isStale(sealed) {
+      const id = ENVELOPE.exec(sealed)?.[1];
+      return id !== undefined && id !== ring.current.id;
     },
     open(sealed, binding) {
       const m = ENVELOPE.exec(sealed);

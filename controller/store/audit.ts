@@ -60,7 +60,7 @@ export type AuditVerification =
       head: AuditHead;
       /** The first keyed row; null when no row is keyed (an empty log, or one written only before keying). */
       keyedFrom: number | null;
-      /** The ids of the keys the keyed rows are under, in order of first use. */
+      /** The ids of the keys the keyed rows are under, in the order the chain used them (a key never returns). */
       keyIds: string[];
     }
   | { ok: false; rows: number; badId: number; reason: string };
@@ -223,8 +223,13 @@ export function createAuditLog(db: Db, keys?: Keyring): AuditLog {
             const key = auditKey(rec.keyId);
             if (!key) return fail(rec.id, `the row is keyed with key ${rec.keyId}, which is not configured (an older key goes in MUSTER_SECRET_KEY_PREVIOUS; a key never configured means a forged row)`);
             if (!sameHex(keyedAuditHash(key, rec.keyId, rec.prevHash, rec), rec.hash)) return fail(rec.id, 'hash does not match the row content');
+            // A key the chain moved away from never comes back: whoever still holds a retired (perhaps leaked) key cannot append under it.
+            const last = keyIds.at(-1);
+            if (last !== undefined && last !== rec.keyId && keyIds.includes(rec.keyId)) {
+              return fail(rec.id, `the row is keyed with key ${rec.keyId}, which the chain had already left for key ${last}: a retired key used again is taken as forged (switch every writer to a new key at once)`);
+            }
             keyedFrom ??= rec.id;
-            if (!keyIds.includes(rec.keyId)) keyIds.push(rec.keyId);
+            if (last !== rec.keyId) keyIds.push(rec.keyId);
           }
           if (expect && rec.id === expect.seq && rec.hash !== expect.hash) {
             return fail(rec.id, `the row's hash is ${rec.hash}, not the anchored head's ${expect.hash}: the log was rewritten up to here (or this is another database)`);

@@ -153,10 +153,10 @@ export function createAppleService(o: AppleServiceOptions) {
         const e = await store.devices.getEnrollment(udid);
         const kept = e?.state.bootstrapToken;
         if (typeof kept !== 'string') return { status: 200, body: {} };
-        if (isSealed(kept)) return { status: 200, body: { BootstrapToken: Buffer.from(store.secrets.open(kept, bootstrapBinding(udid)), 'base64') } };
-        // Escrowed before tokens were sealed (migration 006): sealed now that it is read.
-        await store.devices.patchEnrollmentState(udid, { bootstrapToken: store.secrets.seal(kept, bootstrapBinding(udid)) });
-        return { status: 200, body: { BootstrapToken: Buffer.from(kept, 'base64') } };
+        const token = isSealed(kept) ? store.secrets.open(kept, bootstrapBinding(udid)) : kept;
+        // Escrowed in clear before tokens were sealed (migration 006), or under a key since rotated: sealed (again) under the current key now.
+        if (!isSealed(kept) || store.secrets.isStale(kept)) await store.devices.patchEnrollmentState(udid, { bootstrapToken: store.secrets.seal(token, bootstrapBinding(udid)) });
+        return { status: 200, body: { BootstrapToken: Buffer.from(token, 'base64') } };
       }
       case 'DeclarativeManagement':
         return declarative(udid, msg.endpoint, msg.data);

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../controller/package-root.js';
-import { randomKeyring } from '../../controller/secrets/keys.js';
+import { keyring, randomKeyring } from '../../controller/secrets/keys.js';
 import { silentLogger } from '../../controller/store/db.js';
 import { loadMigrations, migrate } from '../../controller/store/migrate.js';
 import { type AuditHead, type AuditRecord, type Store, GENESIS_HASH, auditHash, keyedAuditHash, openStore } from '../../controller/store/index.js';
@@ -195,6 +195,36 @@ describe.each(backends)('the audit chain against a database superuser on %s', (b
       await app?.close();
       await tdb.admin(`DROP OWNED BY ${role}`);
       await tdb.admin(`DROP ROLE ${role}`);
+    }
+  });
+
+  // Last: from here on the chain is under another key.
+  it('survives a key rotation, and refuses rows appended later under the retired key (say, a leaked one)', async () => {
+    const retired = tdb.keys;
+    const next = keyring(randomKeyring().current, [retired.current]);
+    await store.close();
+    store = await tdb.open({ keys: next });
+    try {
+      const rec = await store.audit.append({ actor: 'controller', action: 'policy.apply', subject: 'commit/after-rotation' });
+      expect(rec.keyId).toBe(next.current.id);
+      const v = await store.audit.verify();
+      expect(v).toMatchObject({ ok: true, keyedFrom: 4, keyIds: [retired.current.id, next.current.id], head: { seq: rec.id, hash: rec.hash } });
+
+      // Whoever kept the retired key writes a perfectly keyed row with it.
+      await store.close();
+      store = await tdb.open({ keys: retired });
+      const forged = await store.audit.append({ actor: 'token:alice', action: 'token.create', subject: 'token/backdoor' });
+      await store.close();
+      store = await tdb.open({ keys: next });
+      expect(await store.audit.verify()).toEqual({
+        ok: false,
+        rows: rec.id,
+        badId: forged.id,
+        reason: `the row is keyed with key ${retired.current.id}, which the chain had already left for key ${next.current.id}: a retired key used again is taken as forged (switch every writer to a new key at once)`,
+      });
+    } finally {
+      await store.close();
+      store = await tdb.open();
     }
   });
 });

@@ -279,7 +279,14 @@ describe.each(backends)('secrets at rest on %s', (backend: Backend) => {
       // A new key with the old one kept: the old seals open, new ones use the new key.
       const rotated = keyring(wrong.current, [old.current]);
       await openWith({ keys: rotated });
-      expect((await checkin(MAC, { MessageType: 'GetBootstrapToken' })) as { body?: { BootstrapToken?: Buffer } }).toMatchObject({ status: 200, body: { BootstrapToken: expect.any(Buffer) } });
+      const before = (await store.devices.getEnrollment(MAC))!.state.bootstrapToken as string;
+      expect(before.startsWith(`msk1.${old.current.id}.`)).toBe(true);
+      const got = (await checkin(MAC, { MessageType: 'GetBootstrapToken' })) as { body?: { BootstrapToken?: Buffer } };
+      expect(got).toMatchObject({ status: 200, body: { BootstrapToken: expect.any(Buffer) } });
+      // Read once, it is sealed again under the new key, so the old key can leave the keyring later.
+      const after = (await store.devices.getEnrollment(MAC))!.state.bootstrapToken as string;
+      expect(after.startsWith(`msk1.${wrong.current.id}.`)).toBe(true);
+      expect(await checkin(MAC, { MessageType: 'GetBootstrapToken' })).toEqual(got);
       const again = await runAdminAction(store, drivers, MAC, parseAdminAction('lock', MAC, { pin: '640321' }), 'token:alice');
       const sealed = ((await store.commands.get(again.commands[0]!))!.payload as { fields: { PIN: string } }).fields.PIN;
       expect(sealed.startsWith(`msk1.${wrong.current.id}.`)).toBe(true);
