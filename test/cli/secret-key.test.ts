@@ -46,7 +46,7 @@ describe('the secret key from the environment', () => {
     expect(() => secretKeysFrom(io({ MUSTER_SECRET_KEY_FILE: join(dir, 'nope') }), { create: false })).toThrow(/\$MUSTER_SECRET_KEY_FILE: ENOENT/);
   });
 
-  it('prefers its own key, then the CA passphrase, then the PGlite key file, keeping the others as older keys', () => {
+  it('prefers its own key, then an existing PGlite key file, then the CA passphrase, keeping the others as older keys', () => {
     const own = randomMasterKey();
     const pass = 'correct horse battery staple';
     const fromPass = masterKeyFromPassphrase(pass);
@@ -60,13 +60,16 @@ describe('the secret key from the environment', () => {
     // The same key next time.
     expect(secretKeysFrom(io({}), { dataDir: d, create: false })!.keys.current.id).toBe(generated.keys.current.id);
 
+    // A passphrase added later (to enrol Macs) does not move the embedded database to another key.
     const withPass = secretKeysFrom(io({ MUSTER_CA_PASSPHRASE: pass }), { dataDir: d, create: true })!;
-    expect(withPass.keys.current.id).toBe(fromPass.id);
-    expect(withPass.keys.ids).toEqual([fromPass.id, generated.keys.current.id]);
+    expect(withPass.keys.current.id).toBe(generated.keys.current.id);
+    expect(withPass.keys.ids).toEqual([generated.keys.current.id, fromPass.id]);
+    // Without a key file (or on PostgreSQL), the passphrase gives the key.
+    expect(secretKeysFrom(io({ MUSTER_CA_PASSPHRASE: pass }), { create: true })!.keys.ids).toEqual([fromPass.id]);
 
     const all = secretKeysFrom(io({ MUSTER_SECRET_KEY: own.export(), MUSTER_CA_PASSPHRASE: pass }), { dataDir: d, create: true })!;
     expect(all.keys.current.id).toBe(own.id);
-    expect(all.keys.ids).toEqual([own.id, fromPass.id, generated.keys.current.id]);
+    expect(all.keys.ids).toEqual([own.id, generated.keys.current.id, fromPass.id]);
     expect(all.source).toBe('$MUSTER_SECRET_KEY');
   });
 
