@@ -3,9 +3,9 @@
 // chain and seal secrets alike:
 //
 //   MUSTER_SECRET_KEY / MUSTER_SECRET_KEY_FILE    32 bytes, base64 or hex: the key
-//   <data dir>.key (PGlite only, mode 0600)       else this file, if it exists
-//   MUSTER_CA_PASSPHRASE / _FILE                  else the key is derived from it
-//   <data dir>.key, made now (PGlite only)        else a random key, so `npm start` needs no set-up
+//   <data dir>.key (PGlite only, mode 0600)       else this file, a random key made by the first
+//                                                 command that writes (`npm start` needs no set-up)
+//   MUSTER_CA_PASSPHRASE / _FILE                  else (PostgreSQL) the key is derived from it
 //   MUSTER_SECRET_KEY_PREVIOUS / _FILE            older keys (comma, space or newline separated)
 //
 // Every source that is present and not the current key joins the keyring as an
@@ -68,16 +68,15 @@ export function secretKeysFrom(io: CliIO, o: { dataDir?: string; create: boolean
     const candidates: Array<{ key: MasterKey; source: string }> = [];
     const own = fromEnv(io.env, 'MUSTER_SECRET_KEY');
     if (own) candidates.push({ key: parseMasterKey(own.text, own.where), source: own.where });
-    // An embedded database that already has its key file keeps it, with or without a passphrase
-    // in this command's environment: every command on it then keys the audit chain alike.
+    // An embedded database has its own key file (made by the first command that writes), with or
+    // without a passphrase in a command's environment: every command on it keys the audit chain alike.
     const file = o.dataDir ? localKeyFile(o.dataDir) : undefined;
-    const local = file ? readLocalKey(file, false) : undefined;
+    const local = file ? readLocalKey(file, o.create && !own) : undefined;
     if (local) candidates.push({ key: local, source: file! });
     const pass = fromEnv(io.env, 'MUSTER_CA_PASSPHRASE');
     // Exactly the passphrase the CA key is encrypted with (serve-protocol.ts secretFrom: a file's text is trimmed).
     const passphrase = pass && (pass.where.startsWith('$MUSTER_CA_PASSPHRASE_FILE') ? pass.text.trim() : pass.text);
     if (passphrase) candidates.push({ key: masterKeyFromPassphrase(passphrase), source: `derived from ${pass!.where}` });
-    if (file && !local && o.create && candidates.length === 0) candidates.push({ key: readLocalKey(file, true)!, source: file });
     const previous = fromEnv(io.env, 'MUSTER_SECRET_KEY_PREVIOUS');
     const older = previous
       ? previous.text

@@ -46,7 +46,7 @@ describe('the secret key from the environment', () => {
     expect(() => secretKeysFrom(io({ MUSTER_SECRET_KEY_FILE: join(dir, 'nope') }), { create: false })).toThrow(/\$MUSTER_SECRET_KEY_FILE: ENOENT/);
   });
 
-  it('prefers its own key, then an existing PGlite key file, then the CA passphrase, keeping the others as older keys', () => {
+  it('prefers its own key, then the PGlite key file, then the CA passphrase, keeping the others as older keys', () => {
     const own = randomMasterKey();
     const pass = 'correct horse battery staple';
     const fromPass = masterKeyFromPassphrase(pass);
@@ -73,11 +73,14 @@ describe('the secret key from the environment', () => {
     expect(all.source).toBe('$MUSTER_SECRET_KEY');
   });
 
-  it('makes no key file where another source gives the key, or where it may not (verify), and none on PostgreSQL', () => {
+  it('makes no key file where its own key is given, or where it may not (verify), and none on PostgreSQL', () => {
     const d = dataDir();
-    expect(secretKeysFrom(io({ MUSTER_CA_PASSPHRASE: 'x' }), { dataDir: d, create: true })!.source).toBe('derived from $MUSTER_CA_PASSPHRASE');
+    expect(secretKeysFrom(io({ MUSTER_SECRET_KEY: randomMasterKey().export() }), { dataDir: d, create: true })!.source).toBe('$MUSTER_SECRET_KEY');
+    expect(secretKeysFrom(io({ MUSTER_CA_PASSPHRASE: 'x' }), { dataDir: d, create: false })!.source).toBe('derived from $MUSTER_CA_PASSPHRASE');
     expect(secretKeysFrom(io({}), { dataDir: d, create: false })).toBeUndefined();
     expect(() => statSync(localKeyFile(d))).toThrow(/ENOENT/);
+    // The first command that writes makes it, passphrase or not.
+    expect(secretKeysFrom(io({ MUSTER_CA_PASSPHRASE: 'x' }), { dataDir: d, create: true })!.source).toBe(localKeyFile(d));
     expect(secretKeysFrom(io({}), { create: true })).toBeUndefined();
     expect(() => requireSecretKeys(io({}), { create: true }, 'muster serve needs it')).toThrow(/^muster serve needs it: set \$MUSTER_SECRET_KEY or \$MUSTER_SECRET_KEY_FILE/);
   });

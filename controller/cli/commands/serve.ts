@@ -86,8 +86,8 @@ Environment: DATABASE_URL, DATABASE_READ_URL, MUSTER_DATA_DIR; MUSTER_GIT_TOKEN 
 MUSTER_GIT_TOKEN_FILE) for HTTPS Git, MUSTER_GIT_SSH_KEY_FILE for SSH;
 MUSTER_SECRET_KEY (or _FILE; 32 bytes, base64 or hex) seals device secrets and keys the
 audit log, MUSTER_SECRET_KEY_PREVIOUS (or _FILE) lists older keys still accepted; without
-it, PGlite keeps a key in DATA_DIR.key (made on the first start) and PostgreSQL derives
-one from MUSTER_CA_PASSPHRASE;
+it, PGlite keeps a random key in DATA_DIR.key (made on the first start) and PostgreSQL
+derives one from MUSTER_CA_PASSPHRASE;
 MUSTER_CA_PASSPHRASE (or _FILE) encrypts the SCEP CA key, MUSTER_SCEP_CHALLENGE
 (or _FILE) adds a shared challenge besides one-time ones; MUSTER_SECRET_<NAME>
 supplies \${secret:NAME} values;
