@@ -17,6 +17,7 @@ import { validatePolicyFiles } from '../controller/policy/validate.js';
 import type { PlatformDriver } from '../controller/reconcile/driver.js';
 import { Reconciler } from '../controller/reconcile/reconciler.js';
 import { silentLogger } from '../controller/store/db.js';
+import { randomKeyring } from '../controller/secrets/keys.js';
 import { openStore, type Store } from '../controller/store/index.js';
 import { PUBSUB_PATH } from '../protocols/android/pubsub.js';
 import { androidRig, type AndroidRig } from '../protocols/android/simulator/rig.js';
@@ -32,7 +33,7 @@ const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 /** The test rig (simulated AMAPI and fleet, Muster's Android side on a socket) on a throwaway store, with no quota in the way. */
 async function rig(): Promise<AndroidRig & { store: Store }> {
   const url = process.env.DATABASE_URL;
-  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger });
+  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger, keys: randomKeyring() });
   const r = await androidRig(store, { sim: { applyDelayMs: 0 }, rate: { requests: 1_000_000, windowMs: 100_000 } });
   return {
     ...r,

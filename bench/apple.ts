@@ -19,6 +19,7 @@ import Fastify from 'fastify';
 import forge from 'node-forge';
 import { openStore } from '../controller/store/index.js';
 import { silentLogger } from '../controller/store/db.js';
+import { randomKeyring } from '../controller/secrets/keys.js';
 import { recordAppleResult, renderAppleCommand } from '../protocols/apple/driver.js';
 import { encodePlist } from '../protocols/apple/plist.js';
 import { appleRoutes } from '../protocols/apple/routes.js';
@@ -44,7 +45,7 @@ async function listen(server: Server): Promise<string> {
 
 async function roundTrips(): Promise<BenchRow[]> {
   const url = process.env.DATABASE_URL;
-  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger });
+  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger, keys: randomKeyring() });
   const app = Fastify();
   try {
     const ca = generateCa({ keyBits: 2048 });
@@ -139,7 +140,7 @@ async function scep(): Promise<BenchRow[]> {
   let proc: ChildProcess | undefined;
   // As in production: each certificate is recorded as an identity and in the audit log.
   const url = process.env.DATABASE_URL;
-  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger });
+  const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger, keys: randomKeyring() });
   const app = Fastify();
   try {
     const ca = generateCa({ keyBits: 2048 });

@@ -15,6 +15,7 @@ import { Reconciler } from '../controller/reconcile/reconciler.js';
 import { newRevision } from '../controller/rollout/engine.js';
 import { openStore } from '../controller/store/index.js';
 import { silentLogger } from '../controller/store/db.js';
+import { randomKeyring } from '../controller/secrets/keys.js';
 import { fleetDevices } from '../protocols/simulated/fleet.js';
 import { heapUsedMB, percentile, timeMs, type Benchmark, type BenchRow } from './harness.js';
 
@@ -44,7 +45,7 @@ export const reconcileBenchmark: Benchmark = {
   async run(): Promise<BenchRow[]> {
     const url = process.env.DATABASE_URL;
     const schema = `muster_bench_${randomBytes(4).toString('hex')}`;
-    const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 8 } : { dataDir: 'memory' }), schema, logger: silentLogger });
+    const store = await openStore({ ...(url ? { databaseUrl: url, poolSize: 8 } : { dataDir: 'memory' }), schema, logger: silentLogger, keys: randomKeyring() });
     const backend = store.backend;
     const rows: BenchRow[] = [];
     try {

@@ -5,6 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { openStore } from '../controller/store/index.js';
 import { silentLogger } from '../controller/store/db.js';
+import { randomKeyring } from '../controller/secrets/keys.js';
 import { percentile, timeMs, type Benchmark, type BenchRow } from './harness.js';
 
 const DEVICES = 2_000;
@@ -19,7 +20,7 @@ export const storeBenchmark: Benchmark = {
     const store = await openStore({
       ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }),
       schema,
-      logger: silentLogger,
+      logger: silentLogger, keys: randomKeyring(),
     });
     const backend = store.backend;
     try {

@@ -19,6 +19,7 @@ import Fastify from 'fastify';
 import forge from 'node-forge';
 import { openStore, type Store } from '../controller/store/index.js';
 import { silentLogger } from '../controller/store/db.js';
+import { randomKeyring } from '../controller/secrets/keys.js';
 import type { ResolvedBundle } from '../controller/reconcile/driver.js';
 import { generateCa, sha256Fingerprint } from '../protocols/pki/ca.js';
 import { localServerCertificate } from '../protocols/pki/local-tls.js';
@@ -49,7 +50,7 @@ async function freePort(): Promise<number> {
 
 async function openBenchStore(): Promise<Store> {
   const url = process.env.DATABASE_URL;
-  return openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger });
+  return openStore({ ...(url ? { databaseUrl: url, poolSize: 16 } : { dataDir: 'memory' }), schema: `muster_bench_${randomBytes(4).toString('hex')}`, logger: silentLogger, keys: randomKeyring() });
 }
 
 const bundle: ResolvedBundle = {

@@ -5,14 +5,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Platform } from '../policy/types.js';
 import { ADMIN_ACTIONS, type AdminAction, type AdminActionKind, type PlatformDriver } from '../reconcile/driver.js';
-import type { Store } from '../store/index.js';
+import { type Store, AuditKeyMissingError, SecretKeyMissingError } from '../store/index.js';
 
 /** A request that cannot be carried out; `status` is the HTTP status the API answers with. */
 export class AdminActionError extends Error {
   override name = 'AdminActionError';
   constructor(
     message: string,
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 503,
   ) {
     super(message);
   }
@@ -97,6 +97,10 @@ export async function runAdminAction(
       tx,
     );
     return r;
+  }).catch((e: unknown) => {
+    // A PIN or password is never stored in clear, and every action is audited under the key: without it nothing is queued.
+    if (e instanceof SecretKeyMissingError || e instanceof AuditKeyMissingError) throw new AdminActionError(e.message, 503);
+    throw e;
   });
   await driver.wake?.([deviceId]).catch(() => undefined);
   return { deviceId, platform: device.platform, action: action.kind, commands: result.commands, ...(result.secrets ? { secrets: result.secrets } : {}) };

@@ -16,7 +16,14 @@
 // device's pending, not_now and sent rows directly; claim() (workers across
 // all devices) reads only 'pending' rows from a small index, and sweep() puts
 // sent and not_now rows whose lease or backoff ran out back to pending.
-import type { Db, Queryable } from './db.js';
+//
+// Secrets in a payload (a PIN, a new password) are named by the command
+// (NewCommand.sealed), sealed here before they are stored, opened only when
+// the command is claimed for delivery, and removed from the payload by the
+// very statement that makes the command final (migration 006 forbids a final
+// row that still holds one).
+import { type Sealer, SealError, SecretKeyMissingError, isSealed } from '../secrets/seal.js';
+import { type Db, type Queryable, type StoreLogger, silentLogger } from './db.js';
 
 export type CommandState = 'pending' | 'sent' | 'acknowledged' | 'not_now' | 'completed' | 'failed' | 'expired';
 export const FINISHED_STATES: readonly CommandState[] = ['completed', 'failed', 'expired'];
@@ -34,6 +41,13 @@ export interface NewCommand {
   maxAttempts?: number;
   notBefore?: Date;
   expiresAt?: Date;
+  /**
+   * Paths in `payload` (key arrays, e.g. ['fields', 'PIN']) whose string
+   * values are secrets: sealed when stored, opened when the command is
+   * claimed for delivery, removed once it is final. Refused when no secret
+   * key is configured.
+   */
+  sealed?: ReadonlyArray<readonly string[]>;
 }
 
 export interface Command {
@@ -53,6 +67,12 @@ export interface Command {
   sentAt: Date | null;
   acknowledgedAt: Date | null;
   finishedAt: Date | null;
+  /**
+   * Paths of payload fields that hold secrets, while the command is unfinished.
+   * A claimed command (nextForDevice, claim) carries them opened; everywhere
+   * else they are sealed values. Absent or null: none.
+   */
+  sealed?: string[][] | null;
 }
 
 export type ReportStatus = 'acknowledged' | 'completed' | 'failed' | 'not_now';
@@ -82,6 +102,12 @@ export interface ClaimOptions {
 export interface QueueOptions {
   leaseMs?: number;
   notNowBackoff?: { baseMs?: number; capMs?: number };
+}
+
+/** What the queue needs besides its options: the sealer for secrets, and a logger. */
+export interface QueueDeps {
+  sealer?: Sealer;
+  logger?: StoreLogger;
 }
 
 export interface CommandQueue {
@@ -134,6 +160,7 @@ interface CommandRow {
   sent_at: Date | null;
   acknowledged_at: Date | null;
   finished_at: Date | null;
+  sealed: string[][] | null;
 }
 
 function toCommand(r: CommandRow): Command {
@@ -154,7 +181,21 @@ function toCommand(r: CommandRow): Command {
     sentAt: r.sent_at,
     acknowledgedAt: r.acknowledged_at,
     finishedAt: r.finished_at,
+    sealed: r.sealed ?? null,
   };
+}
+
+/** What a sealed field is bound to: its device, its command and its place in the payload. */
+export const sealBinding = (deviceId: string, uuid: string, path: readonly string[]) => ({ deviceId, purpose: `command ${uuid.toLowerCase()} ${JSON.stringify(path)}` });
+
+/** A copy of `payload` with `fn` applied to the value at `path` (which must exist). */
+function mapAt(payload: unknown, path: readonly string[], fn: (v: unknown) => unknown): unknown {
+  if (path.length === 0) return fn(payload);
+  const [head, ...rest] = path as [string, ...string[]];
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload) || !Object.hasOwn(payload, head)) {
+    throw new Error(`the payload has no field ${JSON.stringify(path)} to seal`);
+  }
+  return { ...(payload as Record<string, unknown>), [head]: mapAt((payload as Record<string, unknown>)[head], rest, fn) };
 }
 
 const byDeliveryOrder = (a: Command, b: Command) => b.priority - a.priority || a.seq - b.seq;
@@ -168,28 +209,86 @@ const DELIVERABLE = `state IN ('pending', 'sent', 'not_now') AND ${DUE}`;
 const CLAIM_SET = `state = 'sent', attempts = c.attempts + 1, sent_at = now(),
   not_before = now() + ($LEASE::double precision * interval '1 millisecond')`;
 
-export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueue {
+// Part of every SET that makes a command final: its secrets go with it.
+const DROP_SECRETS = `payload = commands_strip_sealed(payload, sealed), sealed = NULL`;
+
+export function createCommandQueue(db: Db, opts: QueueOptions = {}, deps: QueueDeps = {}): CommandQueue {
   const defaultLease = opts.leaseMs ?? 5 * 60_000;
   const nnBase = opts.notNowBackoff?.baseMs ?? 30_000;
   const nnCap = opts.notNowBackoff?.capMs ?? 60 * 60_000;
+  const logger = deps.logger ?? silentLogger;
+
+  function sealPayload(c: NewCommand): unknown {
+    let payload: unknown = c.payload ?? {};
+    for (const path of c.sealed ?? []) {
+      if (path.length === 0 || path.some((k) => typeof k !== 'string')) throw new Error(`command ${c.uuid}: a sealed path is a non-empty list of keys`);
+      if (!deps.sealer?.configured) {
+        throw new SecretKeyMissingError(`${c.type} for ${c.deviceId} carries a secret (${path.join('.')}) and no secret key is configured: it is refused rather than stored in clear (set MUSTER_SECRET_KEY or MUSTER_SECRET_KEY_FILE; see docs/security.md)`);
+      }
+      payload = mapAt(payload, path, (v) => {
+        if (typeof v !== 'string') throw new Error(`command ${c.uuid}: only a string can be sealed (${path.join('.')})`);
+        return deps.sealer!.seal(v, sealBinding(c.deviceId, c.uuid, path));
+      });
+    }
+    return payload;
+  }
+
+  /** The payload with its sealed fields opened; values from before sealing existed (migration 006) are in clear already. */
+  function opened(row: CommandRow): unknown {
+    let payload = row.payload;
+    for (const path of row.sealed ?? []) {
+      try {
+        payload = mapAt(payload, path, (v) => {
+          if (!isSealed(v)) return v;
+          if (!deps.sealer?.configured) throw new SecretKeyMissingError('the command carries a sealed secret and no secret key is configured');
+          return deps.sealer.open(v, sealBinding(row.device_id, row.uuid, path));
+        });
+      } catch (e) {
+        if (e instanceof SealError || e instanceof SecretKeyMissingError) throw e;
+        // The row was changed under us: a field it says is sealed is not there.
+        throw new SealError((e as Error).message);
+      }
+    }
+    return payload;
+  }
 
   async function claimWhere(where: string, params: unknown[], o: ClaimOptions, q: Queryable): Promise<Command[]> {
     const limit = o.limit ?? 1;
     if (!Number.isInteger(limit) || limit < 1) throw new Error('claim limit must be a positive integer');
     const n = params.length;
-    const r = await q.query<CommandRow>(
-      `WITH picked AS (
-         SELECT seq FROM commands
-          WHERE ${where} AND ${DUE}
-          ORDER BY priority DESC, seq
-          LIMIT $${n + 1}
-          FOR UPDATE SKIP LOCKED)
-       UPDATE commands c SET ${CLAIM_SET.replace('$LEASE', `$${n + 2}`)}
-         FROM picked WHERE c.seq = picked.seq
-       RETURNING c.*`,
-      [...params, limit, o.leaseMs ?? defaultLease],
-    );
-    return r.rows.map(toCommand).sort(byDeliveryOrder);
+    const out: Command[] = [];
+    // A command whose secret does not open fails on its own and is replaced by the next one, so it never blocks the queue.
+    while (out.length < limit) {
+      const r = await q.query<CommandRow>(
+        `WITH picked AS (
+           SELECT seq FROM commands
+            WHERE ${where} AND ${DUE}
+            ORDER BY priority DESC, seq
+            LIMIT $${n + 1}
+            FOR UPDATE SKIP LOCKED)
+         UPDATE commands c SET ${CLAIM_SET.replace('$LEASE', `$${n + 2}`)}
+           FROM picked WHERE c.seq = picked.seq
+         RETURNING c.*`,
+        [...params, limit - out.length, o.leaseMs ?? defaultLease],
+      );
+      let failed = 0;
+      for (const row of r.rows) {
+        if (!row.sealed) {
+          out.push(toCommand(row));
+          continue;
+        }
+        try {
+          out.push({ ...toCommand(row), payload: opened(row) });
+        } catch (e) {
+          if (!(e instanceof SealError || e instanceof SecretKeyMissingError)) throw e;
+          failed++;
+          logger.warn('a command secret did not open; the command failed', { command: row.uuid, device: row.device_id, type: row.type, error: e.message });
+          await q.query(`UPDATE commands SET state = 'failed', finished_at = now(), last_error = $2, ${DROP_SECRETS} WHERE seq = $1`, [row.seq, `not sent: ${e.message}`]);
+        }
+      }
+      if (failed === 0 || r.rows.length === 0) break;
+    }
+    return out.sort(byDeliveryOrder);
   }
 
   return {
@@ -210,16 +309,17 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
         u: c.uuid,
         d: c.deviceId,
         t: c.type,
-        p: c.payload ?? {},
+        p: sealPayload(c),
+        ...(c.sealed?.length ? { s: c.sealed } : {}),
         r: c.priority ?? 0,
         m: c.maxAttempts ?? 10,
         nb: c.notBefore?.toISOString() ?? null,
         x: c.expiresAt?.toISOString() ?? null,
       }));
       const r = await q.query<{ uuid: string; seq: number }>(
-        `INSERT INTO commands (uuid, device_id, type, payload, priority, max_attempts, not_before, expires_at)
+        `INSERT INTO commands (uuid, device_id, type, payload, priority, max_attempts, not_before, expires_at, sealed)
          SELECT (e->>'u')::uuid, e->>'d', e->>'t', e->'p', (e->>'r')::int, (e->>'m')::int,
-                COALESCE((e->>'nb')::timestamptz, now()), (e->>'x')::timestamptz
+                COALESCE((e->>'nb')::timestamptz, now()), (e->>'x')::timestamptz, e->'s'
            FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS b(e, i)
           ORDER BY i
          ON CONFLICT (uuid) DO NOTHING
@@ -263,10 +363,10 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
             }
             break;
           case 'completed':
-            upd = { sql: `state = 'completed', finished_at = now(), last_error = NULL`, params: [] };
+            upd = { sql: `state = 'completed', finished_at = now(), last_error = NULL, ${DROP_SECRETS}`, params: [] };
             break;
           case 'failed':
-            upd = { sql: `state = 'failed', finished_at = now(), last_error = $2`, params: [rep.error ?? 'failed'] };
+            upd = { sql: `state = 'failed', finished_at = now(), last_error = $2, ${DROP_SECRETS}`, params: [rep.error ?? 'failed'] };
             break;
           case 'not_now': {
             if (row.state !== 'sent') break;
@@ -319,7 +419,7 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
 
     async clearForDevice(deviceId, reason, q = db) {
       const r = await q.query(
-        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = $2
+        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = $2, ${DROP_SECRETS}
           WHERE device_id = $1 AND state IN ('pending', 'sent', 'acknowledged', 'not_now')`,
         [deviceId, reason],
       );
@@ -347,13 +447,13 @@ export function createCommandQueue(db: Db, opts: QueueOptions = {}): CommandQueu
 
     async sweep(q = db) {
       const expired = await q.query(
-        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = 'expired'
+        `UPDATE commands SET state = 'expired', finished_at = now(), last_error = 'expired', ${DROP_SECRETS}
           WHERE expires_at IS NOT NULL AND expires_at <= now()
             AND state IN ('pending', 'sent', 'acknowledged', 'not_now')`,
       );
       // Out of attempts, and the last delivery's lease or backoff has run out.
       const exhausted = await q.query(
-        `UPDATE commands SET state = 'failed', finished_at = now(), last_error = 'no attempts left'
+        `UPDATE commands SET state = 'failed', finished_at = now(), last_error = 'no attempts left', ${DROP_SECRETS}
           WHERE state IN ('pending', 'sent', 'not_now') AND attempts >= max_attempts AND not_before <= now()`,
       );
       const requeued = await q.query(

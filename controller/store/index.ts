@@ -1,6 +1,8 @@
 // openStore(): the one way in. DATABASE_URL (databaseUrl) selects PostgreSQL;
 // without it the store is embedded PGlite with its data in dataDir.
 import { join } from 'node:path';
+import type { Keyring } from '../secrets/keys.js';
+import { type Sealer, createSealer } from '../secrets/seal.js';
 import { type AssignmentStore, createAssignmentStore } from './assignments.js';
 import { type AuditLog, createAuditLog } from './audit.js';
 import { type BundleStore, createBundleStore } from './bundles.js';
@@ -32,6 +34,14 @@ export interface StoreOptions {
   logger?: StoreLogger;
   /** Event listener reconnect backoff (PostgreSQL). */
   reconnect?: { baseMs?: number; capMs?: number };
+  /**
+   * Muster's secret key (never stored in the database): it seals secrets in
+   * command payloads and enrollment state, and keys the audit chain. Without
+   * it, commands that carry a secret are refused and the audit log can be
+   * neither appended to nor verified. The CLI reads it from the environment
+   * (controller/cli/secret-key.ts).
+   */
+  keys?: Keyring;
 }
 
 export interface Store {
@@ -51,6 +61,8 @@ export interface Store {
   tokens: TokenStore;
   challenges: EnrollmentChallenges;
   windowsSessions: WindowsSessionStore;
+  /** Seals secrets a protocol keeps in its enrollment state (bind each to its device and purpose). */
+  secrets: Sealer;
   /** One transaction; pass `tx` as the last argument of the store functions to join it. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   migrate(): Promise<MigrationResult>;
@@ -128,12 +140,14 @@ export async function openStore(opts: StoreOptions = {}): Promise<Store> {
       throw err;
     }
   }
-  return createStore(db, migrations, opts.queue, logger);
+  return createStore(db, migrations, { ...(opts.queue ? { queue: opts.queue } : {}), logger, ...(opts.keys ? { keys: opts.keys } : {}) });
 }
 
 /** A Store over an already open Db (tests, tools). */
-export function createStore(db: Db, migrations: MigrationResult, queue?: QueueOptions, logger: StoreLogger = stderrLogger): Store {
+export function createStore(db: Db, migrations: MigrationResult, o: { queue?: QueueOptions; logger?: StoreLogger; keys?: Keyring } = {}): Store {
+  const logger = o.logger ?? stderrLogger;
   const events = createEventBus(db, logger);
+  const secrets = createSealer(o.keys);
   return {
     db,
     backend: db.backend,
@@ -143,13 +157,14 @@ export function createStore(db: Db, migrations: MigrationResult, queue?: QueueOp
     bundles: createBundleStore(db),
     rollouts: createRolloutStore(db),
     assignments: createAssignmentStore(db),
-    commands: createCommandQueue(db, queue),
+    commands: createCommandQueue(db, o.queue, { sealer: secrets, logger }),
     events,
-    audit: createAuditLog(db),
+    audit: createAuditLog(db, o.keys),
     sourceState: createSourceStateStore(db),
     tokens: createTokenStore(db),
     challenges: createEnrollmentChallenges(db),
     windowsSessions: createWindowsSessionStore(db),
+    secrets,
     transaction: (fn) => db.transaction(fn),
     migrate: () => migrate(db),
     async close() {
@@ -175,7 +190,9 @@ export type * from './challenges.js';
 export type * from './windows-sessions.js';
 export { scopeAllows, TOKEN_SCOPES } from './tokens.js';
 export { BundleConflictError, contentHash } from './bundles.js';
-export { GENESIS_HASH, auditHash } from './audit.js';
+export { AuditKeyMissingError, GENESIS_HASH, auditHash, keyedAuditHash } from './audit.js';
+export { SealError, SecretKeyMissingError, isSealed } from '../secrets/seal.js';
+export type { Keyring } from '../secrets/keys.js';
 export { isUuid } from './commands.js';
 export { encodeWakeup, wakeupMaxId, NOTIFY_PAYLOAD_LIMIT } from './events.js';
 export { migrate, loadMigrations } from './migrate.js';

@@ -53,15 +53,20 @@ export async function migrate(db: Db, migrations: Migration[] = loadMigrations()
   return db.transaction(async (tx) => {
     // Held until commit; a second process waits here, then finds nothing left to do.
     await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [lockKey('migrate', db.schema)]);
-    await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${db.schema}`);
-    await tx.exec(
-      `CREATE TABLE IF NOT EXISTS ${db.schema}.schema_migrations (
-         version integer PRIMARY KEY,
-         name text NOT NULL,
-         checksum text NOT NULL,
-         applied_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    );
+    // Only when missing: a least-privilege role (docs/security.md) may not
+    // create anything, and even CREATE ... IF NOT EXISTS needs the privilege.
+    const present = await tx.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [`${db.schema}.schema_migrations`]);
+    if (!present.rows[0]?.t) {
+      await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${db.schema}`);
+      await tx.exec(
+        `CREATE TABLE IF NOT EXISTS ${db.schema}.schema_migrations (
+           version integer PRIMARY KEY,
+           name text NOT NULL,
+           checksum text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now()
+         )`,
+      );
+    }
     const done = await tx.query<{ version: number; name: string; checksum: string }>(
       'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
     );

@@ -86,9 +86,9 @@ async function androidAdminAction(ctx: AdminActionContext, device: DriverDevice,
     cmd = { uuid, deviceId: device.id, type: DELETE_DEVICE, payload, priority: 50 };
   } else {
     const type = action.kind === 'lock' ? 'LOCK' : action.kind === 'restart' ? 'REBOOT' : 'RESET_PASSWORD';
-    // The new passcode rides in the queued command (as Apple's PINs do) and is never written to the audit log.
+    // The new passcode rides in the queued command sealed (as Apple's PINs do), leaves it once the command is final, and is never written to the audit log.
     const payload: IssueCommandPayload = { type, ...(action.kind === 'reset-passcode' && action.newPasscode ? { newPassword: action.newPasscode } : {}) };
-    cmd = { uuid, deviceId: device.id, type: ISSUE_COMMAND, payload, priority: 50 };
+    cmd = { uuid, deviceId: device.id, type: ISSUE_COMMAND, payload, priority: 50, ...(payload.newPassword ? { sealed: [['newPassword']] } : {}) };
   }
   await ctx.store.commands.enqueue(cmd, ctx.tx);
   const amapi = cmd.type === DELETE_DEVICE ? 'devices.delete' : cmd.type === GET_DEVICE ? 'devices.get' : `issueCommand ${(cmd.payload as IssueCommandPayload).type}`;

@@ -94,7 +94,8 @@ const makePin = () => String(randomInt(0, 1_000_000)).padStart(6, '0');
 
 async function appleAdminAction(ctx: AdminActionContext, device: DriverDevice, action: AdminAction): Promise<AdminActionResult> {
   const mac = appleFamily(device.model) === 'macos';
-  const one = (type: string, fields: Record<string, unknown>): NewCommand => ({ uuid: commandUuid(device.id, 'admin', type, ctx.requestId), deviceId: device.id, type, payload: { RequestType: type, fields }, priority: 50 });
+  // The PIN is sealed in the queue (store/commands.ts) and gone from it once the command is final.
+  const one = (type: string, fields: Record<string, unknown>): NewCommand => ({ uuid: commandUuid(device.id, 'admin', type, ctx.requestId), deviceId: device.id, type, payload: { RequestType: type, fields }, priority: 50, ...('PIN' in fields ? { sealed: [['fields', 'PIN']] } : {}) });
   let commands: NewCommand[];
   let secrets: Record<string, string> | undefined;
   switch (action.kind) {

@@ -6,7 +6,7 @@
 // is answered even when it cannot be matched, so nothing blocks the queue.
 import { IdentityRefused, deviceLifecycle, type IdentityRefusal } from '../../controller/devices/lifecycle.js';
 import { commandUuid } from '../../controller/reconcile/reconciler.js';
-import type { Command, Store } from '../../controller/store/index.js';
+import { type Command, type Store, isSealed } from '../../controller/store/index.js';
 import { declarationSet, type Declaration } from './declarations.js';
 import { inventoryCommands } from './inventory.js';
 import { commandDict, describeErrorChain, type CheckinMessage, type CommandReport } from './wire.js';
@@ -44,6 +44,7 @@ export type CheckinAnswer = { status: 200; body?: Dict } | { status: 200; json: 
 export type ConnectAnswer = { status: 200; command?: Dict; uuid?: string } | { status: 403 | 400; error: string };
 
 const DEVICE_CONFIGURED = 'DeviceConfigured';
+const bootstrapBinding = (udid: string) => ({ deviceId: udid, purpose: 'apple.bootstrap-token' });
 
 export function createAppleService(o: AppleServiceOptions) {
   const { store, log } = o;
@@ -152,13 +153,19 @@ export function createAppleService(o: AppleServiceOptions) {
         // Muster has no per-user channel: 410 tells the device not to ask again.
         return { status: 410, error: 'user channel not supported' };
       case 'SetBootstrapToken': {
-        await store.devices.patchEnrollmentState(udid, { bootstrapToken: msg.bootstrapToken ? msg.bootstrapToken.toString('base64') : null });
+        // The token unlocks the Mac's Secure Token accounts: it is kept sealed, bound to this device (never in clear).
+        const sealed = msg.bootstrapToken ? store.secrets.seal(msg.bootstrapToken.toString('base64'), bootstrapBinding(udid)) : null;
+        await store.devices.patchEnrollmentState(udid, { bootstrapToken: sealed });
         return { status: 200 };
       }
       case 'GetBootstrapToken': {
         const e = await store.devices.getEnrollment(udid);
-        const t = typeof e?.state.bootstrapToken === 'string' ? Buffer.from(e.state.bootstrapToken, 'base64') : undefined;
-        return { status: 200, body: t ? { BootstrapToken: t } : {} };
+        const kept = e?.state.bootstrapToken;
+        if (typeof kept !== 'string') return { status: 200, body: {} };
+        const token = isSealed(kept) ? store.secrets.open(kept, bootstrapBinding(udid)) : kept;
+        // Escrowed in clear before tokens were sealed (migration 006), or under a key since rotated: sealed (again) under the current key now.
+        if (!isSealed(kept) || store.secrets.isStale(kept)) await store.devices.patchEnrollmentState(udid, { bootstrapToken: store.secrets.seal(token, bootstrapBinding(udid)) });
+        return { status: 200, body: { BootstrapToken: Buffer.from(token, 'base64') } };
       }
       case 'DeclarativeManagement':
         return declarative(udid, msg.endpoint, msg.data);

@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GENESIS_HASH, auditHash, type Store } from '../../controller/store/index.js';
+import { GENESIS_HASH, auditHash, keyedAuditHash, type Store } from '../../controller/store/index.js';
 import { type TestDatabase, backends, testDatabase } from '../support/db.js';
 
 describe.each(backends)('audit log on %s', (backend) => {
   let tdb: TestDatabase;
   let store: Store;
+  /** What append() computes: HMAC-SHA256 under the audit key derived from the store's secret key. */
+  const keyed = (prevHash: string, r: Parameters<typeof auditHash>[1]) => keyedAuditHash(tdb.keys.current.derive('audit'), tdb.keys.current.id, prevHash, r);
 
   beforeAll(async () => {
     tdb = await testDatabase(backend);
@@ -13,7 +15,7 @@ describe.each(backends)('audit log on %s', (backend) => {
   afterAll(async () => tdb?.cleanup());
 
   it('verifies an empty log', async () => {
-    expect(await store.audit.verify()).toEqual({ ok: true, rows: 0, head: GENESIS_HASH });
+    expect(await store.audit.verify()).toEqual({ ok: true, rows: 0, head: { seq: 0, hash: GENESIS_HASH }, keyedFrom: null, keyIds: [] });
   });
 
   it('chains each row to the one before', async () => {
@@ -24,12 +26,14 @@ describe.each(backends)('audit log on %s', (backend) => {
       subject: 'rollout/wifi',
       details: { reason: 'failure rate 4.1% > 2%', z: [1, 2.5, 'x'], a: { nested: true } },
     });
-    expect(a).toMatchObject({ id: 1, prevHash: GENESIS_HASH });
+    expect(a).toMatchObject({ id: 1, prevHash: GENESIS_HASH, keyId: tdb.keys.current.id });
     expect(b.prevHash).toBe(a.hash);
-    expect(b.hash).toBe(auditHash(a.hash, b));
+    expect(b.hash).toBe(keyed(a.hash, b));
+    // Keyed: the plain SHA-256 anyone could recompute is not what the row holds.
+    expect(b.hash).not.toBe(auditHash(a.hash, b));
     const listed = await store.audit.list({ subject: 'rollout/wifi' });
     expect(listed).toEqual([a, b]);
-    expect(await store.audit.verify()).toEqual({ ok: true, rows: 2, head: b.hash });
+    expect(await store.audit.verify()).toEqual({ ok: true, rows: 2, head: { seq: 2, hash: b.hash }, keyedFrom: 1, keyIds: [tdb.keys.current.id] });
   });
 
   it('refuses UPDATE, DELETE and TRUNCATE', async () => {
@@ -72,10 +76,10 @@ describe.each(backends)('audit log on %s', (backend) => {
       badId: victim.id,
       reason: 'hash does not match the row content',
     });
-    // Re-hashing the changed row to hide it breaks the link to the next one.
+    // Re-hashing the changed row to hide it (even with the key) breaks the link to the next one.
     const fixed = { ...victim, details: { step: 3 } };
     await store.db.query('ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete');
-    await store.db.query('UPDATE audit_log SET hash = $2 WHERE id = $1', [victim.id, auditHash(victim.prevHash, fixed)]);
+    await store.db.query('UPDATE audit_log SET hash = $2 WHERE id = $1', [victim.id, keyed(victim.prevHash, fixed)]);
     await store.db.query('ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete');
     expect(await store.audit.verify()).toMatchObject({
       ok: false,

@@ -8,6 +8,7 @@ import { registerDbCommands } from '../../controller/cli/commands/db.js';
 import { CliError, EXIT, type CliIO } from '../../controller/cli/io.js';
 import { openStore } from '../../controller/store/index.js';
 import { silentLogger } from '../../controller/store/db.js';
+import { keyring, randomMasterKey } from '../../controller/secrets/keys.js';
 import { type Backend, backends, databaseUrl, freshSchemaName, testDatabase } from '../support/db.js';
 
 /** The same exit-code mapping as the real program (program.ts's runCli), with only these commands. */
@@ -57,6 +58,12 @@ describe('muster db / audit usage', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('refuses a malformed --expect-head as bad usage', async () => {
+    for (const bad of ['12', '12:abc', 'x:' + 'a'.repeat(64), '12:' + 'A'.repeat(64)]) {
+      expect((await run(['audit', 'verify', '--expect-head', bad])).code).toBe(EXIT.usage);
+    }
+  });
+
   it('exits 1 when there is no database to verify', async () => {
     const r = await run(['audit', 'verify', '--data-dir', join(tmpdir(), 'muster-does-not-exist-' + Date.now())]);
     expect(r.code).toBe(EXIT.failed);
@@ -71,17 +78,20 @@ describe.each(backends)('muster db migrate / audit verify on %s', (backend: Back
   let env: NodeJS.ProcessEnv;
   const cleanup: (() => Promise<void>)[] = [];
 
+  // The key the CLI reads from the environment; the store opened below gets the same one.
+  const key = randomMasterKey();
+
   beforeAll(async () => {
     schema = freshSchemaName();
     if (backend === 'pglite') {
       dir = mkdtempSync(join(tmpdir(), 'muster-cli-'));
       args = ['--data-dir', dir, '--schema', schema];
-      env = {};
+      env = { MUSTER_SECRET_KEY: key.export() };
       cleanup.push(async () => rmSync(dir, { recursive: true, force: true }));
     } else {
       // The URL from the environment, as in production; the schema by flag.
       args = ['--schema', schema];
-      env = { DATABASE_URL: databaseUrl };
+      env = { DATABASE_URL: databaseUrl, MUSTER_SECRET_KEY: key.export() };
       const tdb = await testDatabase('postgres');
       cleanup.push(async () => {
         await tdb.admin(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -99,6 +109,7 @@ describe.each(backends)('muster db migrate / audit verify on %s', (backend: Back
       schema,
       migrate: false,
       logger: silentLogger,
+      keys: keyring(key),
     });
 
   it('migrates, then finds nothing left to do', async () => {
@@ -109,9 +120,10 @@ describe.each(backends)('muster db migrate / audit verify on %s', (backend: Back
     expect(first.stdout).toContain('applied 003_enrollment_challenges');
     expect(first.stdout).toContain('applied 004_windows');
     expect(first.stdout).toContain('applied 005_identity_binding');
+    expect(first.stdout).toContain('applied 006_secrets_at_rest');
     const again = await run(['db', 'migrate', ...args, '--output', 'json'], env);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toMatchObject({ applied: [], current: 5, backend: backend === 'pglite' ? 'pglite' : 'postgres' });
+    expect(JSON.parse(again.stdout)).toMatchObject({ applied: [], current: 6, backend: backend === 'pglite' ? 'pglite' : 'postgres' });
   });
 
   it('exits 0 on an intact chain and 1 naming the first bad row', async () => {
@@ -121,7 +133,32 @@ describe.each(backends)('muster db migrate / audit verify on %s', (backend: Back
 
     const ok = await run(['audit', 'verify', ...args], env);
     expect(ok.code).toBe(0);
-    expect(ok.stdout).toMatch(/^audit log intact: 5 rows, head [0-9a-f]{64}\n$/);
+    const head = /^audit log intact: 5 rows, head (5:[0-9a-f]{64})\nkeyed \(HMAC-SHA256\) from row 1, key ([0-9a-f]{16})\n$/.exec(ok.stdout);
+    expect(head, ok.stdout).not.toBeNull();
+    expect(head![2]).toBe(key.id);
+    const okJson = await run(['audit', 'verify', ...args, '--output', 'json'], env);
+    expect(JSON.parse(okJson.stdout)).toEqual({ ok: true, rows: 5, head: { seq: 5, hash: head![1]!.slice(2) }, keyedFrom: 1, keyIds: [key.id] });
+    // The head printed is the one to anchor: given back, it is found.
+    const anchored = await run(['audit', 'verify', ...args, '--expect-head', head![1]!], env);
+    expect(anchored.code).toBe(0);
+    expect(anchored.stdout).toContain(`anchored head 5 is in the log with the expected hash`);
+    // Without the key nothing is vouched for.
+    const { MUSTER_SECRET_KEY: _k, ...keyless } = env;
+    const nokey = await run(['audit', 'verify', ...args], keyless);
+    expect(nokey.code).toBe(EXIT.failed);
+    expect(nokey.stderr).toMatch(/^muster: the audit key is needed to verify/);
+    expect(nokey.stdout).toBe('');
+
+    // Cutting the tail off leaves a valid, shorter chain: only the anchored head shows it.
+    store = await openIt();
+    await store.db.query('ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete');
+    await store.db.query('DELETE FROM audit_log WHERE id = 5');
+    await store.db.query('ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete');
+    await store.close();
+    expect((await run(['audit', 'verify', ...args], env)).stdout).toMatch(/^audit log intact: 4 rows, head 4:/);
+    const cut = await run(['audit', 'verify', ...args, '--expect-head', head![1]!], env);
+    expect(cut.code).toBe(EXIT.failed);
+    expect(cut.stdout).toBe('audit log broken at row 5: the log ends at row 4, before the anchored head: rows were removed from the end (or this is another database) (4 rows before it verified)\n');
 
     store = await openIt();
     await store.db.query('ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete');

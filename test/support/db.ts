@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { type Store, type StoreOptions, openStore } from '../../controller/store/index.js';
 import { silentLogger } from '../../controller/store/db.js';
+import { type Keyring, randomKeyring } from '../../controller/secrets/keys.js';
 import { inCI } from './tools.js';
 
 export type Backend = 'pglite' | 'postgres';
@@ -26,6 +27,11 @@ export const freshSchemaName = (): string => `muster_test_${randomBytes(6).toStr
 export interface TestDatabase {
   backend: Backend;
   schema: string;
+  /**
+   * The secret key every open() gets, as the CLI hands one to the store
+   * (controller/cli/secret-key.ts): fresh per database, the same across restarts.
+   */
+  keys: Keyring;
   /** Opens (and migrates) a store on this database; call again to "restart". */
   open(extra?: Partial<StoreOptions>): Promise<Store>;
   /** Runs SQL outside the store on PostgreSQL (a separate connection, e.g. pg_terminate_backend). */
@@ -39,6 +45,7 @@ export async function testDatabase(backend: Backend): Promise<TestDatabase> {
   const stores = new Set<Store>();
   let adminPool: pg.Pool | undefined;
   const dataDir = backend === 'pglite' ? mkdtempSync(join(tmpdir(), 'muster-store-')) : undefined;
+  const keys = randomKeyring();
 
   const track = (s: Store): Store => {
     stores.add(s);
@@ -53,13 +60,14 @@ export async function testDatabase(backend: Backend): Promise<TestDatabase> {
   return {
     backend,
     schema,
+    keys,
     async open(extra = {}) {
       if (backend === 'pglite') {
         // One PGlite per data folder at a time, as in production.
         if (stores.size) throw new Error('a PGlite store is already open on this data folder');
-        return track(await openStore({ dataDir, schema, logger: silentLogger, ...extra }));
+        return track(await openStore({ dataDir, schema, logger: silentLogger, keys, ...extra }));
       }
-      return track(await openStore({ databaseUrl, schema, logger: silentLogger, poolSize: 20, ...extra }));
+      return track(await openStore({ databaseUrl, schema, logger: silentLogger, poolSize: 20, keys, ...extra }));
     },
     async admin<T>(sql: string, params: unknown[] = []): Promise<T[]> {
       if (backend !== 'postgres') throw new Error('admin() needs PostgreSQL');

@@ -2,9 +2,10 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { type Store, DEFAULT_DATA_DIR, StoreConnectError, openStore, redactUrl } from '../../store/index.js';
+import { type AuditHead, type Keyring, type Store, AuditKeyMissingError, DEFAULT_DATA_DIR, StoreConnectError, openStore, redactUrl } from '../../store/index.js';
 import { silentLogger } from '../../store/db.js';
 import { CliError, EXIT, println, type CliIO } from '../io.js';
+import { secretKeysFrom } from '../secret-key.js';
 
 export interface ConnectionOpts {
   databaseUrl?: string;
@@ -44,11 +45,13 @@ export function targetOf(io: CliIO, o: ConnectionOpts): Target {
   return { dataDir, ...(schema ? { schema } : {}), label: `PGlite at ${dataDir}` };
 }
 
-export async function openTarget(t: Target, migrate: boolean): Promise<Store> {
+/** Opens the target's store; `keys` (controller/cli/secret-key.ts) when the command seals, audits or verifies. */
+export async function openTarget(t: Target, migrate: boolean, keys?: Keyring): Promise<Store> {
   try {
     return await openStore({
       ...(t.databaseUrl ? { databaseUrl: t.databaseUrl } : { dataDir: t.dataDir! }),
       ...(t.schema ? { schema: t.schema } : {}),
+      ...(keys ? { keys } : {}),
       migrate,
       logger: silentLogger,
       poolSize: 2,
@@ -102,35 +105,66 @@ Examples:
     });
 
   const audit =
-    program.commands.find((c) => c.name() === 'audit') ?? program.command('audit').description('The append-only, hash-chained audit log');
+    program.commands.find((c) => c.name() === 'audit') ?? program.command('audit').description('The append-only audit log, an HMAC chain keyed outside the database');
   withConnectionOptions(audit.command('verify'))
-    .description('Walk the audit log hash chain from the first row and report the first row that does not match')
+    .description('Walk the audit log chain from the first row, report the first row that does not match, and print the head to anchor elsewhere')
+    .option('--expect-head <seq:hash>', 'a head printed earlier (and kept elsewhere): that row must still be there with that hash')
     .addHelpText(
       'after',
       `
-Each row stores the hash of the row before it and the hash of its own content.
-verify recomputes both for every row; it exits 1 naming the first row whose
-content or link was changed, or before which a row was removed. Keep the
-printed head hash somewhere else to detect rows removed from the end.
+Each row stores the hash of the row before it and an HMAC-SHA256 of its own
+content under the audit key, derived from Muster's secret key, which is not in
+the database: whoever can write the table cannot forge a row that verifies.
+verify needs that key (the same $MUSTER_SECRET_KEY, _FILE or $MUSTER_CA_PASSPHRASE
+as serve; for PGlite, the key file beside the data folder). Rows written before
+the chain was keyed are plain SHA-256 and are reported as such.
 
-Exit status: 0 intact, 1 broken (or the database could not be read), 2 bad usage.
+The chain cannot show rows removed from its end. verify prints the head
+(SEQ:HASH); keep it somewhere the database's users cannot change (a ticket,
+a log shipped elsewhere, a Git commit) and pass it back with --expect-head:
+verify then exits 1 if that row is missing (the tail was removed) or differs
+(the log was rewritten).
+
+Exit status: 0 intact, 1 broken or not checkable (no database, no key), 2 bad usage.
 
 Examples:
   $ muster audit verify
-  $ muster audit verify --database-url postgres://localhost/muster --output json`,
+  $ muster audit verify --expect-head 1842:5f0c…e1 --output json
+  $ MUSTER_SECRET_KEY_FILE=/run/secrets/muster-key muster audit verify --database-url postgres://localhost/muster`,
     )
-    .action(async (o: ConnectionOpts) => {
+    .action(async (o: ConnectionOpts & { expectHead?: string }) => {
       const t = targetOf(io, o);
+      let expectHead: AuditHead | undefined;
+      if (o.expectHead !== undefined) {
+        const m = /^(\d{1,15}):([0-9a-f]{64})$/.exec(o.expectHead.trim());
+        if (!m) throw new CliError('--expect-head: expected SEQ:HASH as verify printed it, e.g. 1842:5f0c…(64 hex digits)', EXIT.usage);
+        expectHead = { seq: Number(m[1]), hash: m[2]! };
+      }
       if (t.dataDir && !existsSync(t.dataDir)) throw new CliError(`no database at ${t.dataDir} (nothing to verify)`);
-      const store = await openTarget(t, false);
+      const secret = secretKeysFrom(io, { ...(t.dataDir ? { dataDir: t.dataDir } : {}), create: false });
+      if (!secret) {
+        throw new CliError(
+          `the audit key is needed to verify the audit log: set $MUSTER_SECRET_KEY or $MUSTER_SECRET_KEY_FILE (or $MUSTER_CA_PASSPHRASE if the key is derived from it), as for muster serve`,
+        );
+      }
+      const store = await openTarget(t, false, secret.keys);
       try {
-        const v = await store.audit.verify().catch((e: unknown) => {
+        const v = await store.audit.verify(expectHead ? { expectHead } : {}).catch((e: unknown) => {
           if (isMissingTable(e)) throw new CliError(`${t.label}: no audit log table (run muster db migrate)`);
+          if (e instanceof AuditKeyMissingError) throw new CliError(e.message);
           throw new CliError(`${t.label}: ${(e as Error).message}`);
         });
-        if (o.output === 'json') println(io.stdout, JSON.stringify(v, null, 2));
-        else if (v.ok) println(io.stdout, `audit log intact: ${v.rows} row${v.rows === 1 ? '' : 's'}, head ${v.head}`);
-        else println(io.stdout, `audit log broken at row ${v.badId}: ${v.reason} (${v.rows} row${v.rows === 1 ? '' : 's'} before it verified)`);
+        if (o.output === 'json') println(io.stdout, JSON.stringify(expectHead && v.ok ? { ...v, expectedHead: expectHead } : v, null, 2));
+        else if (v.ok) {
+          println(io.stdout, `audit log intact: ${v.rows} row${v.rows === 1 ? '' : 's'}, head ${v.head.seq}:${v.head.hash}`);
+          if (v.keyedFrom === null) {
+            if (v.rows) println(io.stdout, `no row is keyed: all ${v.rows} are plain SHA-256 from before the chain was keyed, which proves nothing against someone who can rewrite the table; anchor the head`);
+          } else {
+            const plain = v.keyedFrom > 1 ? `rows 1–${v.keyedFrom - 1} are plain SHA-256 (written before the chain was keyed); ` : '';
+            println(io.stdout, `${plain}keyed (HMAC-SHA256) from row ${v.keyedFrom}, key${v.keyIds.length === 1 ? '' : 's'} ${v.keyIds.join(', ')}`);
+          }
+          if (expectHead) println(io.stdout, `anchored head ${expectHead.seq} is in the log with the expected hash`);
+        } else println(io.stdout, `audit log broken at row ${v.badId}: ${v.reason} (${v.rows} row${v.rows === 1 ? '' : 's'} before it verified)`);
         setExit(v.ok ? EXIT.ok : EXIT.failed);
       } finally {
         await store.close();

@@ -66,6 +66,9 @@ export async function approvedDevice(store: Store, body: Record<string, unknown>
   return id;
 }
 
+/** Variables `${secret:NAME}` never resolves to: Muster's secret key (controller/cli/secret-key.ts). */
+export const RESERVED_SECRET_VARIABLES: ReadonlySet<string> = new Set(['MUSTER_SECRET_KEY', 'MUSTER_SECRET_KEY_FILE', 'MUSTER_SECRET_KEY_PREVIOUS', 'MUSTER_SECRET_KEY_PREVIOUS_FILE']);
+
 export const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undefined => {
   if (env[name]) return env[name];
   const file = env[`${name}_FILE`];
@@ -111,7 +114,11 @@ export function serveContext(o: { io: CliIO; store: Store; log: ServeContext['lo
     },
     ms: durationFlag,
     secret: (name) => secretFrom(io.env, name),
-    policySecret: (name) => io.env[`MUSTER_SECRET_${name.replace(/[.-]/g, '_').toUpperCase()}`],
+    policySecret: (name) => {
+      const v = `MUSTER_SECRET_${name.replace(/[.-]/g, '_').toUpperCase()}`;
+      // Muster's own secret key shares the prefix: a policy (anyone who can open a pull request) must never be able to send it to a device.
+      return RESERVED_SECRET_VARIABLES.has(v) ? undefined : io.env[v];
+    },
     readText: (file, flag) => readFlagFile(io, file, flag),
   };
 }

@@ -18,6 +18,7 @@ import type { PolicySource } from '../../sources/source.js';
 import { verifyGithubSignature } from '../../sources/webhook.js';
 import { SimulatedFleet } from '../../../protocols/simulated/fleet.js';
 import { CliError, EXIT, type CliIO } from '../io.js';
+import { requireSecretKeys } from '../secret-key.js';
 import { openTarget, targetOf } from './db.js';
 import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
@@ -89,6 +90,10 @@ export function registerServe(program: Command, io: CliIO): void {
       `
 Environment: DATABASE_URL, DATABASE_READ_URL, MUSTER_DATA_DIR; MUSTER_GIT_TOKEN (or
 MUSTER_GIT_TOKEN_FILE) for HTTPS Git, MUSTER_GIT_SSH_KEY_FILE for SSH;
+MUSTER_SECRET_KEY (or _FILE; 32 bytes, base64 or hex) seals device secrets and keys the
+audit log, MUSTER_SECRET_KEY_PREVIOUS (or _FILE) lists older keys still accepted; without
+it, PGlite keeps a random key in DATA_DIR.key (made on the first start) and PostgreSQL
+derives one from MUSTER_CA_PASSPHRASE;
 MUSTER_CA_PASSPHRASE (or _FILE) encrypts the SCEP CA key, MUSTER_SCEP_CHALLENGE
 (or _FILE) adds a shared challenge besides one-time ones; MUSTER_SECRET_<NAME>
 supplies \${secret:NAME} values;
@@ -131,8 +136,10 @@ the controller, the protocols and the database (5 s each at most), and exits 0.`
       const tls = o.tlsCert && o.tlsKey ? { cert: readFlagFile(io, o.tlsCert, 'tls-cert'), key: readFlagFile(io, o.tlsKey, 'tls-key') } : undefined;
 
       const target = targetOf(io, { ...o, output: 'text' });
-      const store = await openTarget(target, true);
-      log.info('database ready', { database: target.label, migrationsApplied: store.migrations.applied.length });
+      // The key that seals device secrets and keys the audit chain; on PGlite a generated one beside the data works out of the box.
+      const secret = requireSecretKeys(io, { ...(target.dataDir ? { dataDir: target.dataDir } : {}), create: true }, 'muster serve needs Muster\'s secret key (it seals device secrets and keys the audit log)');
+      const store = await openTarget(target, true, secret.keys);
+      log.info('database ready', { database: target.label, migrationsApplied: store.migrations.applied.length, secretKey: secret.keys.current.id, secretKeyFrom: secret.source });
 
       const sourcePath = resolve(io.cwd, o.source);
       const git = o.sourceType ? o.sourceType === 'git' : isGitUrl(o.source) || (existsSync(sourcePath) && statSync(sourcePath).isDirectory() && isGitRepo(sourcePath));

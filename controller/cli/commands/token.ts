@@ -1,9 +1,17 @@
 // `muster token create|list|revoke`: admin API bearer tokens, straight in the
 // database (run where the controller's database is reachable).
 import { Command, Option } from 'commander';
-import { TOKEN_SCOPES, type TokenScope } from '../../store/index.js';
+import { type Store, TOKEN_SCOPES, type TokenScope } from '../../store/index.js';
 import { CliError, EXIT, println, table, type CliIO } from '../io.js';
-import { openTarget, targetOf, withConnectionOptions, type ConnectionOpts } from './db.js';
+import { requireSecretKeys } from '../secret-key.js';
+import { type Target, openTarget, targetOf, withConnectionOptions, type ConnectionOpts } from './db.js';
+
+/** Creating and revoking are audited, and the audit log is keyed: the key is checked before anything changes. */
+const auditedTarget = (io: CliIO, o: ConnectionOpts, what: string): Promise<Store> => {
+  const t: Target = targetOf(io, o);
+  const { keys } = requireSecretKeys(io, { ...(t.dataDir ? { dataDir: t.dataDir } : {}), create: true }, `${what} is written to the audit log, which needs Muster's secret key`);
+  return openTarget(t, true, keys);
+};
 
 export function registerToken(program: Command, io: CliIO): void {
   const token = program.command('token').description('Bearer tokens for the admin API (muster rollout …, the dashboard, scripts)');
@@ -20,7 +28,7 @@ Examples:
     )
     .action(async (o: ConnectionOpts & { name: string; scope: TokenScope }) => {
       if (!/^[\w.@-]{1,64}$/.test(o.name)) throw new CliError('--name: 1 to 64 letters, digits, ".", "@", "_" or "-"', EXIT.usage);
-      const store = await openTarget(targetOf(io, o), true);
+      const store = await auditedTarget(io, o, 'a new token');
       try {
         const { token: secret, record } = await store.tokens.create(o.name, o.scope);
         await store.audit.append({ actor: 'cli', action: 'token.create', subject: `token/${record.id}`, details: { name: o.name, scope: o.scope } });
@@ -56,7 +64,7 @@ Examples:
     .description('Revoke a token by id')
     .argument('<id>', 'the token id (muster token list)')
     .action(async (id: string, o: ConnectionOpts) => {
-      const store = await openTarget(targetOf(io, o), true);
+      const store = await auditedTarget(io, o, 'a revoked token');
       try {
         if (!(await store.tokens.revoke(id))) throw new CliError(`no active token with id ${id}`);
         await store.audit.append({ actor: 'cli', action: 'token.revoke', subject: `token/${id}` });
