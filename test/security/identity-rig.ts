@@ -22,21 +22,23 @@ import { createPino, logOf } from '../../controller/server/log.js';
 import { trustedProxies } from '../../controller/server/trusted-proxy.js';
 import { Controller } from '../../controller/serve/controller.js';
 import { createDirSource } from '../../controller/sources/dir-source.js';
+import { verifyGithubSignature } from '../../controller/sources/webhook.js';
 import type { Store } from '../../controller/store/index.js';
 import { createAppleMdm, type AppleMdm } from '../../protocols/apple/index.js';
 import { decodePlist, encodePlist } from '../../protocols/apple/plist.js';
 import { buildCsr, buildPkiRequest, readCertRep, selfSignedCert } from '../../protocols/apple/scep/client.js';
+import { SimulatedAppleDevice } from '../../protocols/apple/simulator.js';
 import { OID, readSignedData } from '../../protocols/apple/scep/cms.js';
 import { algorithm, ctx, int, oid, octets, parseDer, seq, set, toBin, toBuffer, toDer } from '../../protocols/pki/asn1.js';
 import { generateCa, type CertificateAuthority } from '../../protocols/pki/ca.js';
 import { createSimulatedDriver } from '../../protocols/simulated/driver.js';
 import { createWindowsMdm, type WindowsMdm } from '../../protocols/windows/index.js';
-import { enrollWindowsDevice, rstEnvelope, windowsCsr, type EnrolledWindowsDevice } from '../../protocols/windows/simulator/enroll-client.js';
+import { enrollWindowsDevice, getPoliciesEnvelope, rstEnvelope, windowsCsr, type EnrolledWindowsDevice } from '../../protocols/windows/simulator/enroll-client.js';
 import { SimulatedWindowsDevice } from '../../protocols/windows/simulator/device.js';
 import { readRenewalDoc } from '../../protocols/windows/provisioning.js';
-import { readFault } from '../../protocols/windows/soap.js';
+import { BASE64_BINARY, PASSWORD_TEXT, USER_TOKEN_TYPE, readFault } from '../../protocols/windows/soap.js';
 import { readRstr } from '../../protocols/windows/wstep.js';
-import { parseXml, writeXml } from '../../protocols/windows/xml.js';
+import { el, parseXml, writeXml, type XmlNode } from '../../protocols/windows/xml.js';
 import { freePort } from '../e2e/support.js';
 import { group, policyOf, quietLog, rollout } from '../reconcile/helpers.js';
 import { testDatabase, type Backend, type TestDatabase } from '../support/db.js';
@@ -47,6 +49,7 @@ export const CORP_PSK = 'the-corp-psk-value';
 export const CAMERA = './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera';
 export const MAC_BUNDLE = 'dev.muster.bundle.mac-wifi';
 export const SIM_HEADER = 'client-cert';
+export const WEBHOOK_SECRET = 'matrix-webhook-secret';
 
 /**
  * The policy: Macs labelled team=design get a Wi-Fi profile whose password is a
@@ -97,13 +100,21 @@ export interface Rig {
   rec: Reconciler;
   log: ReturnType<typeof recordingLog>;
   tokens: { read: string; operate: string; admin: string };
+  /** How often a valid webhook asked for a sync. */
+  syncs: { count: number };
+  /** A certificate from the rig's CA (or `ca`) for a fresh key; `agedMs` issues it that long ago. */
+  issue(o?: { agedMs?: number; validityDays?: number; cn?: string; ca?: CertificateAuthority }): Held;
+  /** Records a certificate as an identity, as the issuing endpoint would (bound when `deviceId` is given). */
+  record(held: Held, platform: Platform, deviceId: string | null): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function identityRig(backend: Backend): Promise<Rig> {
   const tdb = await testDatabase(backend);
   const store = await tdb.open();
-  const ca = generateCa({ keyBits: 2048 });
+  // A clock the tests set back to issue a certificate that has since expired.
+  let skewMs = 0;
+  const ca = generateCa({ keyBits: 2048, now: () => new Date(Date.now() + skewMs) });
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const log = recordingLog();
@@ -119,7 +130,17 @@ export async function identityRig(backend: Backend): Promise<Rig> {
   await rec.applyPolicy(policyOf(POLICY), 'c1');
   const pino = createPino({ level: 'silent' });
   const controller = new Controller({ store, source: createDirSource('/nonexistent'), reconciler: rec, log: logOf(pino) });
-  const app = await buildApp({ store, reconciler: rec, controller, drivers, logger: pino, protocols: [(s) => apple.register(s), (s) => windows.register(s)] });
+  const syncs = { count: 0 };
+  controller.syncNow = async () => void syncs.count++;
+  const app = await buildApp({
+    store,
+    reconciler: rec,
+    controller,
+    drivers,
+    logger: pino,
+    protocols: [(s) => apple.register(s), (s) => windows.register(s)],
+    verifyWebhook: (body, headers) => verifyGithubSignature(WEBHOOK_SECRET, body, headers['x-hub-signature-256'] as string | undefined),
+  });
   await app.listen({ port, host: '127.0.0.1' });
   const tokens = {
     read: (await store.tokens.create('reader', 'read')).token,
@@ -137,6 +158,22 @@ export async function identityRig(backend: Backend): Promise<Rig> {
     rec,
     log,
     tokens,
+    syncs,
+    issue(o = {}) {
+      const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const forgeKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }) as string) as forge.pki.rsa.PublicKey;
+      skewMs = -(o.agedMs ?? 0);
+      try {
+        const cert = (o.ca ?? ca).issue({ publicKey: forgeKey, subject: [{ shortName: 'CN', value: o.cn ?? 'device' }], ...(o.validityDays ? { validityDays: o.validityDays } : {}) });
+        return { key: privateKey, certDer: Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary') };
+      } finally {
+        skewMs = 0;
+      }
+    },
+    async record(held, platform, deviceId) {
+      const x = new X509Certificate(held.certDer);
+      await store.identities.add({ certSha256: sha256Of(held.certDer), deviceId, platform, protocol: platform === 'apple' ? 'apple-scep' : 'windows-wstep', serialNumber: x.serialNumber.toLowerCase(), notAfter: new Date(x.validTo) });
+    },
     async close() {
       await app.close();
       await apple.close();
@@ -172,6 +209,19 @@ export async function scep(url: string, o: { challenge?: string; renewing?: Held
   const rep = readCertRep(Buffer.from(await res.arrayBuffer()), { caCertDer, recipientCertDer: signer.certDer, recipientKey: signer.key });
   if (rep.status === 'SUCCESS') return { status: 'SUCCESS', held: { key: privateKey, certDer: rep.certificates[0]! } };
   return { status: rep.status, failInfo: rep.failInfo };
+}
+
+/** A Mac enrolled with a profile of its own, through the simulator: SCEP, Authenticate, TokenUpdate, a first connection. */
+export async function enrolledMac(rig: Rig, udid: string): Promise<SimulatedAppleDevice> {
+  const mac = new SimulatedAppleDevice({ server: rig.url, udid, serialNumber: `C02${udid.slice(-6)}`, topic: TOPIC, challenge: await profileChallenge(rig) });
+  await mac.enroll();
+  return mac;
+}
+
+/** An admin labels a device; the reconciler assigns what its groups get. */
+export async function labelled(rig: Rig, id: string, platform: Platform, labels: Record<string, string>): Promise<void> {
+  await rig.store.devices.upsert({ id, platform, labels });
+  await rig.rec.deviceChanged(id);
 }
 
 /** An identity from a challenge, or the test fails. */
@@ -266,6 +316,36 @@ export async function windowsRenew(rig: Rig, signer: Held, o: { deviceId?: strin
   const presented = o.presented === undefined ? signer.certDer : o.presented;
   const res = await fetch(to, { method: 'POST', headers: { 'content-type': 'application/soap+xml; charset=utf-8', ...(presented ? { [SIM_HEADER]: `:${presented.toString('base64')}:` } : {}) }, body });
   return soapAnswer(res);
+}
+
+/** The wsse:Security header of an on-premise sign-in (user name and password). */
+export const usernameSecurity = (username: string, password: string): XmlNode =>
+  el('wsse:Security', { 's:mustUnderstand': '1' }, el('wsse:UsernameToken', { 'u:Id': 'uuid-1' }, el('wsse:Username', undefined, username), el('wsse:Password', { 'wsse:Type': PASSWORD_TEXT }, password)));
+
+/** The wsse:Security header of a federated sign-in (the token the Auth page handed back). */
+export const tokenSecurity = (token: string): XmlNode =>
+  el('wsse:Security', { 's:mustUnderstand': '1' }, el('wsse:BinarySecurityToken', { ValueType: USER_TOKEN_TYPE, EncodingType: BASE64_BINARY }, Buffer.from(token, 'utf8').toString('base64')));
+
+/** MS-XCEP GetPolicies with this security header (none when undefined). */
+export async function policyRequest(rig: Rig, security: XmlNode | undefined): Promise<SoapAnswer> {
+  const to = `${rig.url}/EnrollmentServer/Policy.svc`;
+  // Without a credential the security header is left out (requestHeader skips an undefined child).
+  return soapPost(to, getPoliciesEnvelope({ to, security: security as XmlNode }));
+}
+
+/** MS-WSTEP Issue for `deviceId` with this security header (none when undefined). */
+export async function issueRequest(rig: Rig, security: XmlNode | undefined, deviceId: string): Promise<SoapAnswer> {
+  const to = `${rig.url}/EnrollmentServer/Enrollment.svc`;
+  const { csrDer } = windowsCsr({ commonName: deviceId });
+  return soapPost(to, rstEnvelope({ to, ...(security ? { security } : {}), csrDer, context: [['DeviceID', deviceId], ['EnrollmentType', 'Full'], ['DeviceType', 'CIMClient_Windows']] }));
+}
+
+/** The federated page: the code typed in; the token it posts back to Windows, if any. */
+export async function federatedSignIn(rig: Rig, code: string): Promise<{ status: number; token?: string; body: string }> {
+  const res = await fetch(`${rig.url}/EnrollmentServer/Auth`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ appru: 'ms-app://windows.immersivecontrolpanel', login_hint: 'someone@example.com', code }).toString() });
+  const body = await res.text();
+  const token = /name="wresult" value="([^"]+)"/.exec(body)?.[1];
+  return { status: res.status, body, ...(token ? { token } : {}) };
 }
 
 /** Posts a SOAP envelope to an enrollment endpoint, reads the fault if any. */

@@ -23,8 +23,10 @@ import {
   auditOf,
   authenticate,
   enrollPc,
+  enrolledMac as enrolledMacOf,
   heldOfPc,
   identityRig,
+  labelled as labelledOf,
   omaDm,
   pemOf,
   profileChallenge,
@@ -44,17 +46,8 @@ describe.each(backends)('device takeover attempts (%s)', { timeout: 180_000 }, (
     await rig?.close();
   });
 
-  /** A Mac enrolled with its own profile: SCEP, Authenticate, TokenUpdate, first connection. */
-  const enrolledMac = async (udid: string) => {
-    const mac = new SimulatedAppleDevice({ server: rig.url, udid, serialNumber: `C02${udid.slice(-6)}`, topic: TOPIC, challenge: await profileChallenge(rig) });
-    await mac.enroll();
-    return mac;
-  };
-  /** An admin labels a device; the reconciler assigns what its groups get. */
-  const labelled = async (id: string, platform: Platform, labels: Record<string, string>) => {
-    await rig.store.devices.upsert({ id, platform, labels });
-    await rig.rec.deviceChanged(id);
-  };
+  const enrolledMac = (udid: string) => enrolledMacOf(rig, udid);
+  const labelled = (id: string, platform: Platform, labels: Record<string, string>) => labelledOf(rig, id, platform, labels);
   /** What must not change when an attack is refused. */
   const stateOf = async (id: string) => {
     const d = await rig.store.devices.get(id);
