@@ -384,6 +384,8 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
       expect(r).toMatchObject({ subcode: 's:Authorization', reason: expect.stringMatching(/belongs to device/) });
       expect(await identitiesOf(a.enrolled.deviceId)).toBe(1);
       expect(await identitiesOf(b.enrolled.deviceId)).toBe(1);
+      // A claim on PC B made with PC A's certificate: audited like every other takeover attempt.
+      expect((await auditOf(rig, b.enrolled.deviceId)).filter((x) => x.action === 'device.takeover-refused').map((x) => [x.actor, x.details.reason, x.details.certSha256])).toEqual([['wstep', 'other-device', sha256Of(heldOfPc(a.enrolled).certDer)]]);
     });
 
     it('expired: an expired certificate of this CA, bound to the PC, cannot renew', async () => {
