@@ -255,6 +255,26 @@ describe.each(backends)('device takeover attempts (%s)', { timeout: 180_000 }, (
     expect(JSON.stringify(again.profiles.get(MAC_BUNDLE)?.content)).toContain(CORP_PSK);
   });
 
+  it('Apple wipe: while an erase is only queued the Mac keeps its UDID; once it confirms the erase the UDID enrolls afresh, nothing carried over', async () => {
+    const mac = await enrolledMac('00008112-00000000000F0001');
+    await labelled(mac.udid, 'apple', { team: 'design' });
+    const wipe = await api(rig, 'POST', `/devices/${mac.udid}/actions/wipe`, rig.tokens.operate, { confirm: mac.udid });
+    expect(wipe.status).toBe(202);
+    // Queued, not confirmed: the Mac still holds a live identity, so another profile's certificate cannot take its UDID.
+    const early = await scepIdentity(rig.url, await profileChallenge(rig));
+    expect((await applePut(rig.url, 'checkin', authenticate(mac.udid), early)).status).toBe(403);
+    expect((await refusals(mac.udid)).map((r) => r.details.reason)).toEqual(['device-has-live-identity']);
+    await mac.connect();
+    expect(mac.erased).toBe(true);
+    expect((await rig.store.devices.getEnrollment(mac.udid))!.status).toBe('unenrolled');
+    expect((await rig.store.identities.get(mac.certSha256))!.revokedAt).not.toBeNull();
+    // The erased Mac is set up again with a plain profile: a new device that reuses the UDID.
+    const fresh = await enrolledMac(mac.udid);
+    expect((await rig.store.devices.get(fresh.udid))!.labels).toEqual({});
+    expect(await rig.store.assignments.forDevice(fresh.udid)).toEqual([]);
+    expect((await auditOf(rig, fresh.udid)).filter((a) => a.action === 'device.enroll').at(-1)!.details).toMatchObject({ kind: 're-enrollment' });
+  });
+
   it('renewal: an Apple RenewalReq signed with a bound identity stays with its Mac; one signed with a PC certificate of the same CA gets nothing', async () => {
     const mac = await enrolledMac('00008112-00000000000E0001');
     const first = mac.certSha256;
