@@ -68,7 +68,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     return held;
   };
 
-  describe('Apple PUT /mdm/apple/checkin and /mdm/apple/connect', () => {
+  describe('Apple checkin and connect (PUT /mdm/apple/checkin, /mdm/apple/connect)', () => {
     // The Mac every refused request names: at the end it still has its queue and gets its command.
     let mac: SimulatedAppleDevice;
     let queued: string[];
@@ -165,7 +165,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('Apple /mdm/apple/scep', () => {
+  describe('Apple SCEP (/mdm/apple/scep)', () => {
     it("PKCSReq · another device's: a profile an admin issued for one Mac gives a certificate that Authenticates as that Mac only", async () => {
       const x = '00008112-0000000000S00001';
       const y = await enrolledMac(rig, '00008112-0000000000S00002');
@@ -254,7 +254,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('Apple GET /mdm/apple/enroll?code=', () => {
+  describe('Apple enroll link (GET /mdm/apple/enroll?code=)', () => {
     const open = (code: string | undefined) => fetch(`${rig.url}/mdm/apple/enroll${code === undefined ? '' : `?code=${encodeURIComponent(code)}`}`);
 
     it('none: no code, or an unknown one, is 403 and serves nothing', async () => {
@@ -295,7 +295,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('Windows enrollment: Policy.svc, the federated Auth page, Enrollment.svc (Issue)', () => {
+  describe('Windows Policy, Auth page, Issue (Policy.svc, /EnrollmentServer/Auth, Enrollment.svc Issue)', () => {
     const newId = () => `MX${Math.random().toString(16).slice(2, 12).toUpperCase()}`.padEnd(32, '0');
 
     it('none: GetPolicies and RequestSecurityToken without wsse:Security are InvalidSecurity faults; an empty code on the page hands back no token', async () => {
@@ -364,7 +364,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('Windows Enrollment.svc (Renew)', () => {
+  describe('Windows Renew (Enrollment.svc Renew)', () => {
     let a: Awaited<ReturnType<typeof enrollPc>>;
     let b: Awaited<ReturnType<typeof enrollPc>>;
     beforeAll(async () => {
@@ -433,7 +433,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('Windows POST /ManagementServer/MDM.svc', () => {
+  describe('Windows OMA-DM (POST /ManagementServer/MDM.svc)', () => {
     let a: Awaited<ReturnType<typeof enrollPc>>;
     let b: Awaited<ReturnType<typeof enrollPc>>;
     beforeAll(async () => {
@@ -479,7 +479,7 @@ describe.each(backends)('route × credential matrix (%s)', { timeout: 180_000 },
     });
   });
 
-  describe('admin API /api/v1 and /hooks/git', () => {
+  describe('admin API and webhook (/api/v1, /hooks/git)', () => {
     const routes = {
       read: ['GET', '/devices'] as const,
       operate: ['POST', '/enroll/windows'] as const,
