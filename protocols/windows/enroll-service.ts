@@ -302,7 +302,11 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     const held = await lifecycle.check(currentSha256, { platform: 'windows' });
     if (!held.ok) throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
     const deviceId = held.deviceId;
-    if (rst.context.deviceId && rst.context.deviceId !== deviceId) throw notEligible(`the certificate belongs to device ${deviceId}, not ${rst.context.deviceId}`, 'Authorization');
+    if (rst.context.deviceId && rst.context.deviceId !== deviceId) {
+      // One PC's certificate renewing for another's DeviceID is a claim on that PC: audited as every takeover attempt is.
+      await lifecycle.refused({ reason: 'other-device', deviceId: rst.context.deviceId.slice(0, 128), platform: 'windows', certSha256: currentSha256, actor: 'wstep', details: { message: 'renewal', boundTo: deviceId } });
+      throw notEligible(`the certificate belongs to device ${deviceId}, not ${rst.context.deviceId}`, 'Authorization');
+    }
     const enrollment = await store.devices.getEnrollment(deviceId);
     if (enrollment?.platform !== 'windows' || enrollment.status !== 'enrolled') throw notEligible(`device ${deviceId} is not an enrolled Windows device`, 'Authorization');
     if (rst.tokenType !== 'pkcs7') throw new SoapFault('MessageFormat', 'a Renew request carries a PKCS#7 signed with the current certificate');
