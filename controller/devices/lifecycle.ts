@@ -255,7 +255,8 @@ export function deviceLifecycle(store: LifecycleStore, o: { now?: () => Date; lo
 
     async refused(r) {
       o.log?.warn('device identity refused', { device: r.deviceId, platform: r.platform, reason: r.reason, certSha256: r.certSha256 });
-      const takeover = r.reason === 'device-has-live-identity' || r.reason === 'other-device' || r.reason === 'other-platform' || r.reason === 'credential-for-other-device';
+      // An unbound identity used for anything but binding is a probe of the device it names.
+      const takeover = r.reason === 'device-has-live-identity' || r.reason === 'other-device' || r.reason === 'other-platform' || r.reason === 'credential-for-other-device' || r.reason === 'unbound';
       await store.audit.append({
         actor: r.actor,
         action: takeover ? 'device.takeover-refused' : 'device.identity-refused',

@@ -97,6 +97,9 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
         // Only a current Apple identity renews here: another platform's certificate from the same CA gets nothing.
         renewalAllowed: async (fp) => {
           const id = await store.identities.get(fp);
+          if (id && id.platform !== 'apple') {
+            await deviceLifecycle(store, { log: c.log }).refused({ reason: 'other-platform', deviceId: id.deviceId ?? '(unbound)', platform: id.platform, certSha256: fp, actor: 'scep', details: { message: 'SCEP RenewalReq signed with another platform\'s identity' } });
+          }
           return !!id && id.platform === 'apple' && !id.revokedAt;
         },
       });

@@ -51,8 +51,12 @@ export function createAppleService(o: AppleServiceOptions) {
   const lifecycle = deviceLifecycle(store, { log });
   const render = o.renderCommand ?? ((c: Command) => commandDict(c.uuid, (c.payload as { RequestType: string }).RequestType, (c.payload as { fields?: Dict }).fields ?? {}));
 
-  /** Refusals that say someone tried another device's identity are audited; the rest (a checked-out device still polling) only logged. */
-  const TAKEOVER: readonly IdentityRefusal[] = ['other-device', 'other-platform', 'device-has-live-identity', 'credential-for-other-device'];
+  /**
+   * Refusals that say someone tried another device's identity are audited; the
+   * rest (a checked-out device still polling) only logged. An unbound
+   * certificate is refused only outside Authenticate, where no device sends one.
+   */
+  const TAKEOVER: readonly IdentityRefusal[] = ['other-device', 'other-platform', 'device-has-live-identity', 'credential-for-other-device', 'unbound'];
 
   /** The certificate must be an Apple identity of ours, current and (once bound) bound to this device. */
   async function identityFor(udid: string, id: PresentedIdentity | undefined, binding: boolean, what: string): Promise<string | undefined> {

@@ -300,7 +300,13 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     if (problem) throw notEligible(`the presented device certificate is ${problem}`);
     const currentSha256 = sha256Fingerprint(presented);
     const held = await lifecycle.check(currentSha256, { platform: 'windows' });
-    if (!held.ok) throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
+    if (!held.ok) {
+      if (held.reason === 'other-platform') {
+        const other = await store.identities.get(currentSha256);
+        await lifecycle.refused({ reason: 'other-platform', deviceId: other?.deviceId ?? '(unbound)', platform: other?.platform ?? 'windows', certSha256: currentSha256, actor: 'wstep', details: { message: 'WSTEP renewal signed with another platform\'s identity' } });
+      }
+      throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
+    }
     const deviceId = held.deviceId;
     if (rst.context.deviceId && rst.context.deviceId !== deviceId) {
       // One PC's certificate renewing for another's DeviceID is a claim on that PC: audited as every takeover attempt is.

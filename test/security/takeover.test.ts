@@ -87,7 +87,8 @@ describe.each(backends)('device takeover attempts (%s)', { timeout: 180_000 }, (
     expect((await applePut(rig.url, 'checkin', authenticate(victim.udid), attacker)).status).toBe(403);
 
     const refused = await refusals(victim.udid);
-    expect(refused.map((r) => r.details.reason)).toEqual(expect.arrayContaining(['device-has-live-identity', 'other-device']));
+    // Every kind of attempt is on record: the unbound certificate's probes, the Authenticate, the bound one's CheckOut.
+    expect(refused.map((r) => r.details.reason)).toEqual(expect.arrayContaining(['unbound', 'device-has-live-identity', 'other-device']));
     expect(refused.every((r) => r.details.certSha256 === sha256Of(attacker.certDer) && r.details.platform === 'apple')).toBe(true);
     expect(await stateOf(victim.udid)).toEqual(before);
     expect((await rig.store.identities.get(victim.certSha256))!).toMatchObject({ deviceId: victim.udid, revokedAt: null });
@@ -290,5 +291,7 @@ describe.each(backends)('device takeover attempts (%s)', { timeout: 180_000 }, (
     const r = await scep(rig.url, { renewing: pcCert });
     expect(r).toMatchObject({ status: 'FAILURE' });
     expect((await rig.store.identities.listForDevice(enrolled.deviceId)).map((i) => i.certSha256)).toEqual([sha256Of(pcCert.certDer)]);
+    // The attempt is on the PC's record.
+    expect((await refusals(enrolled.deviceId)).map((a) => [a.details.reason, a.actor])).toContainEqual(['other-platform', 'scep']);
   });
 });
