@@ -245,6 +245,9 @@ export function deviceLifecycle(store: LifecycleStore, o: { now?: () => Date; lo
     },
 
     async renew(current, next, actor, tx, details) {
+      // Under the device's lock, as enroll and unenroll: a renewal can never slip past a retire, CheckOut or approved replacement.
+      const bound = (await store.identities.get(current, tx))?.deviceId;
+      if (bound) await store.devices.lockDevice(bound, tx);
       const c = await lifecycle.check(current, { platform: next.platform }, tx);
       if (!c.ok) throw new IdentityRefused(c.reason, c.message);
       const added = await store.identities.add({ ...next, deviceId: c.deviceId, renewalOf: current }, tx);

@@ -256,6 +256,8 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       return reply.code(404).send({ error: flag ? `${platform} enrollment is not enabled on this server (muster serve ${flag} …)` : `no platform "${platform}" (apple, windows, android)` });
     }
     const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? req.body : {};
+    // A credential for one device replaces its identity and hands its bundles to whoever holds it: as strong as retire.
+    if (body.device !== undefined && !scopeAllows(req.token!.scope, 'admin')) return reply.code(403).send({ error: 'a credential for an existing device (device) needs a token of scope admin' });
     try {
       const answer = await enroller({ body, query: req.query ?? {}, actor: req.token!.name });
       if ('json' in answer) return answer.json;

@@ -100,7 +100,8 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
           if (id && id.platform !== 'apple') {
             await deviceLifecycle(store, { log: c.log }).refused({ reason: 'other-platform', deviceId: id.deviceId ?? '(unbound)', platform: id.platform, certSha256: fp, actor: 'scep', details: { message: 'SCEP RenewalReq signed with another platform\'s identity' } });
           }
-          return !!id && id.platform === 'apple' && !id.revokedAt;
+          // Only an identity bound to a device renews: an unbound one would shed its profile's --device limit at each renewal.
+          return !!id && id.platform === 'apple' && !id.revokedAt && !!id.deviceId && id.notAfter.getTime() > Date.now();
         },
       });
       await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca, ...(c.trustedProxy ? { trustedProxy: c.trustedProxy } : {}) }, log: c.log });
@@ -153,7 +154,9 @@ export async function recordScepIssue(store: Store, i: ScepIssued, staticChallen
   const issued = { certSha256: i.fingerprint, platform: 'apple' as const, protocol: 'apple-scep', serialNumber: i.serialNumber, subject: i.csrSubject, notAfter: i.notAfter };
   await store.transaction(async (tx) => {
     const previous = i.renewalOf ? await store.identities.get(i.renewalOf, tx) : undefined;
-    if (i.renewalOf && previous?.deviceId) {
+    if (i.renewalOf) {
+      // renewalAllowed admits only bound identities; one that lost its binding since gets no certificate (the device sees a 500).
+      if (!previous?.deviceId) throw new Error('a renewal must be signed with a bound device identity');
       await lifecycle.renew(i.renewalOf, issued, 'scep', tx, { serial: i.serialNumber, type: i.messageType });
       return;
     }
@@ -168,8 +171,7 @@ export async function recordScepIssue(store: Store, i: ScepIssued, staticChallen
         forDevice = typeof d?.forDevice === 'string' ? d.forDevice : null;
       }
     }
-    // A renewal of a never-bound certificate stays unbound, as its predecessor was.
-    await store.identities.add({ ...issued, credential, forDevice, renewalOf: i.renewalOf ?? null }, tx);
+    await store.identities.add({ ...issued, credential, forDevice }, tx);
     await store.audit.append({ actor: 'scep', action: 'certificate.issue', subject: `certificate/${i.fingerprint}`, details: { serial: i.serialNumber, subject: i.csrSubject, type: i.messageType, renewalOf: i.renewalOf ?? null, forDevice } }, tx);
   });
 }

@@ -294,4 +294,15 @@ describe.each(backends)('device takeover attempts (%s)', { timeout: 180_000 }, (
     // The attempt is on the PC's record.
     expect((await refusals(enrolled.deviceId)).map((a) => [a.details.reason, a.actor])).toContainEqual(['other-platform', 'scep']);
   });
+
+  it('renewal: a certificate from a profile for Mac X that never Authenticated cannot renew into one without that limit', async () => {
+    const x = '00008112-0000000000RENEW01';
+    await rig.store.devices.upsert({ id: x, platform: 'apple' });
+    const unbound = await scepIdentity(rig.url, await profileChallenge(rig, x));
+    expect((await rig.store.identities.get(sha256Of(unbound.certDer)))!.forDevice).toBe(x);
+    // Renewing would need no challenge: each renewal would be a fresh certificate free to claim any id without a live identity.
+    expect(await scep(rig.url, { renewing: unbound })).toMatchObject({ status: 'FAILURE' });
+    expect((await applePut(rig.url, 'checkin', authenticate('00008112-0000000000RENEW02'), unbound)).status).toBe(403);
+    expect(await rig.store.devices.get('00008112-0000000000RENEW02')).toBeUndefined();
+  });
 });

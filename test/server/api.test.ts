@@ -58,7 +58,7 @@ describe('admin API', () => {
       ]),
       verifyWebhook: (body, headers) => headers['x-hub-signature-256'] === 'sha256=' + createHmac('sha256', SECRET).update(body).digest('hex'),
     });
-    for (const scope of ['read', 'operate'] as const) tokens[scope] = (await store.tokens.create(`t-${scope}`, scope)).token;
+    for (const scope of ['read', 'operate', 'admin'] as const) tokens[scope] = (await store.tokens.create(`t-${scope}`, scope)).token;
   });
   afterAll(async () => {
     await app?.close();
@@ -85,6 +85,11 @@ describe('admin API', () => {
     expect(bad.statusCode).toBe(400);
     expect(bad.json().error).toMatch(/not a label value/);
     expect((await call('POST', '/api/v1/enroll/windows', tokens.operate, { ttlHours: 0 })).json().error).toMatch(/ttlHours/);
+    // A credential for an existing device replaces its identity: an admin's decision, as retire is.
+    const forDevice = await call('POST', '/api/v1/enroll/windows', tokens.operate, { device: 'PC-1' });
+    expect(forDevice.statusCode).toBe(403);
+    expect(forDevice.json().error).toMatch(/scope admin/);
+    expect((await call('POST', '/api/v1/enroll/windows', tokens.admin, { device: 'PC-1' })).statusCode).toBe(200);
     const apple = await call('POST', '/api/v1/enroll/apple', tokens.operate, {});
     expect(apple.statusCode).toBe(404);
     expect(apple.json().error).toMatch(/--apple-topic/);

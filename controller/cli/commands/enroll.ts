@@ -22,7 +22,7 @@ export function registerEnroll(program: Command, io: CliIO): void {
     .option('--link', 'print a one-time link to open on the device instead of writing a file')
     .option('--ttl <hours>', 'how long the challenge inside stays valid', '24')
     .option('--note <text>', 'who or what it is for, kept in the audit log')
-    .option('--device <udid>', 're-enroll this existing device (e.g. reinstalled): the profile may replace its current identity, and enrolls no other device')
+    .option('--device <udid>', 're-enroll this existing device (e.g. reinstalled): the profile may replace its current identity, and enrolls no other device (admin token)')
     .option('--server <url>', 'the controller (default: $MUSTER_SERVER or http://127.0.0.1:8080)')
     .option('--token <token>', 'admin API token with scope operate (default: $MUSTER_TOKEN)')
     .addHelpText(
@@ -108,7 +108,7 @@ function registerEnrollWindows(enroll: Command, io: CliIO): void {
     .option('--ttl <duration>', 'how long it stays valid (24h, 7d …)', '7d')
     .option('--reusable', 'any number of devices may use it until it expires (default: one device)')
     .option('--note <text>', 'who or what it is for, kept in the audit log')
-    .option('--device <id>', 're-enroll this existing PC (its DeviceID, e.g. after a reinstall): the credential may replace its current identity, and enrolls no other PC')
+    .option('--device <id>', 're-enroll this existing PC (its DeviceID, e.g. after a reinstall): the credential may replace its current identity, and enrolls no other PC (admin token)')
     .option('--server <url>', 'the controller (default: $MUSTER_SERVER or http://127.0.0.1:8080)')
     .option('--token <token>', 'admin API token with scope operate (default: $MUSTER_TOKEN)')
     .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'))
