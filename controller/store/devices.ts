@@ -74,6 +74,8 @@ export interface DeviceStore {
   /** One kind of reported state for many devices at once. */
   reportedMany(deviceIds: readonly string[], kind: string, q?: Queryable): Promise<Map<string, { state: unknown; reportedAt: Date }>>;
   get(id: string, q?: Queryable): Promise<Device | undefined>;
+  /** The stored id of this platform's device whose id equals `id` ignoring case (Windows DeviceIDs are GUIDs). */
+  canonicalId(id: string, platform: Platform, q?: Queryable): Promise<string | undefined>;
   /** By a platform identifier, e.g. findByIdentifier('udid', '0000-...'). */
   findByIdentifier(key: string, value: string): Promise<Device | undefined>;
   list(filter?: DeviceFilter): Promise<Device[]>;
@@ -252,6 +254,11 @@ export function createDeviceStore(db: Db): DeviceStore {
     async get(id, q = db) {
       const r = await q.query<DeviceRow>('SELECT * FROM devices WHERE id = $1', [id]);
       return r.rows[0] ? toDevice(r.rows[0]) : undefined;
+    },
+
+    async canonicalId(id, platform, q = db) {
+      const r = await q.query<{ id: string }>('SELECT id FROM devices WHERE lower(id) = lower($1) AND platform = $2 ORDER BY id LIMIT 1', [id, platform]);
+      return r.rows[0]?.id;
     },
 
     async findByIdentifier(key, value) {

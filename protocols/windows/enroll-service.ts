@@ -308,7 +308,8 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
       throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
     }
     const deviceId = held.deviceId;
-    if (rst.context.deviceId && rst.context.deviceId !== deviceId) {
+    // DeviceIDs are GUIDs whose case can differ between clients.
+    if (rst.context.deviceId && rst.context.deviceId.toLowerCase() !== deviceId.toLowerCase()) {
       // One PC's certificate renewing for another's DeviceID is a claim on that PC: audited as every takeover attempt is.
       await lifecycle.refused({ reason: 'other-device', deviceId: rst.context.deviceId.slice(0, 128), platform: 'windows', certSha256: currentSha256, actor: 'wstep', details: { message: 'renewal', boundTo: deviceId } });
       throw notEligible(`the certificate belongs to device ${deviceId}, not ${rst.context.deviceId}`, 'Authorization');
@@ -372,8 +373,11 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
       const who = await authenticate(security);
       if (rst.tokenType !== 'pkcs10') throw new SoapFault('MessageFormat', 'an Issue request carries a PKCS#10');
       const ctx = rst.context;
-      const deviceId = ctx.deviceId?.trim();
-      if (!deviceId || !ID.test(deviceId)) throw new SoapFault('MessageFormat', 'the request has no usable DeviceID in its AdditionalContext', 'InvalidEnrollmentData');
+      const sent = ctx.deviceId?.trim();
+      if (!sent || !ID.test(sent)) throw new SoapFault('MessageFormat', 'the request has no usable DeviceID in its AdditionalContext', 'InvalidEnrollmentData');
+      // DeviceIDs are GUIDs whose case can differ between clients: the id a PC first enrolled with stays its id, so
+      // another spelling of it is the same device (and the same claim), never a second record.
+      const deviceId = (await store.devices.canonicalId(sent, 'windows')) ?? sent;
       const hwDevId = ctx.hwDevId?.trim();
       if (hwDevId !== undefined && !ID.test(hwDevId)) throw new SoapFault('MessageFormat', 'HWDevID is not an identifier', 'InvalidEnrollmentData');
       // Decided before anything is issued: a refused takeover leaves the live PC, and the credential, as they were.

@@ -137,6 +137,9 @@ describe.each(backends)('Windows enrollment end to end (%s)', (backend) => {
     expect(await store.identities.authenticate(sha256Fingerprint(pc1.certPem))).toMatchObject({ deviceId: pc1.deviceId });
     expect(await store.challenges.peek(other.password, 'windows-enroll')).toBeDefined();
     expect((await store.audit.list({ limit: 1000, subject: `device/${pc1.deviceId}` })).map((a) => a.action)).toContain('device.takeover-refused');
+    // The same GUID in another case is the same PC (DeviceIDs are case-insensitive): refused too, and no second record.
+    await expect(enrollWindowsDevice({ discoveryUrl: url, email: other.username, password: other.password, ca: tls.cert, deviceId: pc1.deviceId.toLowerCase(), hwDevId: pc1.hwDevId })).rejects.toMatchObject({ step: 'enroll' });
+    expect(await store.devices.get(pc1.deviceId.toLowerCase())).toBeUndefined();
 
     const approved = await service.issueCredential({ group: 'office', device: pc1.deviceId });
     const pc2 = await enrollWindowsDevice({ discoveryUrl: url, email: approved.username, password: approved.password, ca: tls.cert, deviceId: pc1.deviceId, hwDevId: pc1.hwDevId });

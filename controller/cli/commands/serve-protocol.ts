@@ -60,10 +60,10 @@ export async function approvedDevice(store: Store, body: Record<string, unknown>
   const id = body.device;
   if (id === undefined) return undefined;
   if (typeof id !== 'string' || !id || id.length > 128) throw new EnrollRequestError('device must be a device id');
-  const d = await store.devices.get(id);
+  const d = (await store.devices.get(id)) ?? (platform === 'windows' ? await store.devices.get((await store.devices.canonicalId(id, platform)) ?? id) : undefined);
   if (!d) throw new EnrollRequestError(`no device "${id}"`);
   if (d.platform !== platform) throw new EnrollRequestError(`device "${id}" is a ${d.platform} device, not ${platform}`);
-  return id;
+  return d.id;
 }
 
 /** Variables `${secret:NAME}` never resolves to: Muster's secret key (controller/cli/secret-key.ts). */

@@ -55,5 +55,8 @@ $$;
 CREATE TRIGGER devices_platform_fixed BEFORE UPDATE OF platform ON devices
   FOR EACH ROW EXECUTE FUNCTION devices_platform_fixed();
 
+-- Windows DeviceIDs are GUIDs whose case differs between clients: enrollment finds a device by its id in any case.
+CREATE INDEX devices_lower_id_idx ON devices (lower(id));
+
 -- Live identities of a device (the takeover check reads these).
 CREATE INDEX device_identities_live_idx ON device_identities (device_id, not_after) WHERE revoked_at IS NULL AND device_id IS NOT NULL;
