@@ -51,7 +51,13 @@ export interface WindowsMdmServiceOptions {
   now?: () => Date;
 }
 
-export type MdmAnswer = { status: 200; body: string; ended: boolean } | { status: 403; error: string };
+export type MdmRefusal = { status: 403; error: string };
+export type MdmAnswer = { status: 200; body: string; ended: boolean } | MdmRefusal;
+
+/** A device whose certificate identify() accepted. */
+export interface IdentifiedDevice {
+  deviceId: string;
+}
 
 /** The presented certificate (already checked to chain to Muster's CA and be current: auth.ts). */
 export interface PresentedCertificate {
@@ -100,22 +106,31 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     }
   }
 
-  async function refuse(reason: string, msg: ClientMessage): Promise<MdmAnswer> {
-    log.warn('windows OMA-DM message refused', { device: clean(msg.hdr.source.locUri), session: clean(msg.hdr.sessionId), reason });
+  function refuse(reason: string, msg?: ClientMessage, remote?: string): MdmRefusal {
+    log.warn('windows OMA-DM message refused', { ...(msg ? { device: clean(msg.hdr.source.locUri), session: clean(msg.hdr.sessionId) } : {}), ...(remote ? { remote } : {}), reason });
     return { status: 403, error: 'device certificate not accepted' };
   }
 
-  /** The certificate must be ours, current, unrevoked and bound to the device the header names. */
-  async function deviceFor(msg: ClientMessage, cert: PresentedCertificate | undefined): Promise<string | MdmAnswer> {
-    if (!cert) return refuse('no device certificate was presented', msg);
+  /**
+   * The device a certificate stands for: ours, current, unrevoked and bound to
+   * a device. Needs nothing of the message, so the route asks it before reading
+   * the body: an unknown client never gets the SyncML parser to work for it.
+   */
+  async function identify(cert: PresentedCertificate | undefined, o: { remote?: string } = {}): Promise<IdentifiedDevice | MdmRefusal> {
+    if (!cert) return refuse('no device certificate was presented', undefined, o.remote);
     const id = await store.identities.authenticate(cert.certSha256, now());
     if (!id) {
       const known = await store.identities.get(cert.certSha256);
-      return refuse(!known ? 'the certificate was not issued by this server' : known.revokedAt ? 'the certificate is revoked' : known.notAfter <= now() ? 'the certificate has expired' : 'the certificate is not bound to a device', msg);
+      return refuse(!known ? 'the certificate was not issued by this server' : known.revokedAt ? 'the certificate is revoked' : known.notAfter <= now() ? 'the certificate has expired' : 'the certificate is not bound to a device', undefined, o.remote);
     }
+    return { deviceId: id.deviceId! };
+  }
+
+  /** The message must come from the device its certificate is bound to. */
+  function deviceFor(msg: ClientMessage, who: IdentifiedDevice): string | MdmRefusal {
     // DevIDs are GUIDs whose case can differ between enrollment and the DM client.
-    if (id.deviceId!.toLowerCase() !== msg.hdr.source.locUri.toLowerCase()) return refuse(`the certificate belongs to device ${id.deviceId}, not to the one the message names`, msg);
-    return id.deviceId!;
+    if (who.deviceId.toLowerCase() !== msg.hdr.source.locUri.toLowerCase()) return refuse(`the certificate belongs to device ${who.deviceId}, not to the one the message names`, msg);
+    return who.deviceId;
   }
 
   /** What the device said about itself becomes its attributes, identifiers and posture. */
@@ -181,11 +196,16 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     };
   }
 
-  /** Handles one device message. */
+  /** Handles one device message, its certificate checked first (identify). */
   async function handle(msg: ClientMessage, cert: PresentedCertificate | undefined): Promise<MdmAnswer> {
-    const who = await deviceFor(msg, cert);
-    if (typeof who !== 'string') return who;
-    const deviceId = who;
+    const who = await identify(cert);
+    return 'status' in who ? who : handleFrom(who, msg);
+  }
+
+  /** Handles one message from a device identify() accepted. */
+  async function handleFrom(who: IdentifiedDevice, msg: ClientMessage): Promise<MdmAnswer> {
+    const deviceId = deviceFor(msg, who);
+    if (typeof deviceId !== 'string') return deviceId;
     const sessionId = msg.hdr.sessionId;
     return store.transaction(async (tx) => {
       const row = await store.windowsSessions.get(deviceId, sessionId, tx, { lock: true });
@@ -312,7 +332,7 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     }
   }
 
-  return { handle };
+  return { identify, handle, handleFrom };
 }
 
 export type WindowsMdmService = ReturnType<typeof createWindowsMdmService>;
