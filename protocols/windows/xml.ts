@@ -119,8 +119,8 @@ export function parseXml(input: string | Buffer, limits: XmlLimits = {}): XmlEle
       throw new XmlError('not valid UTF-8');
     }
   }
-  if (declarationAt(text, 'DOCTYPE') >= 0) throw new XmlError('a DOCTYPE is refused (SOAP and SyncML never carry one)');
   if (declarationAt(text, 'ENTITY') >= 0) throw new XmlError('entity declarations are refused');
+  if (declarationAt(text, 'DOCTYPE') >= 0) throw new XmlError('a DOCTYPE is refused (SOAP and SyncML never carry one)');
   const valid = XMLValidator.validate(text, { allowBooleanAttributes: false });
   if (valid !== true) throw new XmlError(`malformed XML at line ${valid.err.line}, column ${valid.err.col}: ${short(valid.err.msg)}`);
   let parser = parsers.get(l.maxDepth);
