@@ -21,7 +21,7 @@ import { openTarget, targetOf } from './db.js';
 import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
 import { androidOptions, mountAndroid, type AndroidServeOpts } from './serve-android.js';
-import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
+import { durationFlag, rateFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 
 interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   source: string;
@@ -45,6 +45,7 @@ interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   caDir?: string;
   tlsCert?: string;
   tlsKey?: string;
+  enrollRate: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -73,6 +74,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--ca-dir <dir>', 'where the device CA key (encrypted) and certificate live (default: .muster/ca)')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate chain (PEM), and ask clients for certificates (device mTLS)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--enroll-rate <n/min>', 'most enrollment requests (Apple SCEP and enroll links, Windows enrollment) per minute from one client address, or off', '600/min')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
   appleOptions(cmd);
@@ -104,6 +106,7 @@ Examples:
       const tickMs = ms('tick', o.tick);
       const resyncMs = ms('resync', o.resync);
       const gitMs = ms('git-interval', o.gitInterval);
+      const enrollRatePerMinute = rateFlag('enroll-rate', o.enrollRate);
       const m = /^(.+):(\d{1,5})$/.exec(o.listen);
       if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
@@ -175,6 +178,7 @@ Examples:
         logger: pino,
         protocols,
         enrollers,
+        enrollRatePerMinute,
         ...(tls ? { https: tls } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),
       });
