@@ -115,6 +115,15 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     }
     return reply.code(status).send({ error: err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the request body is larger than ${req.routeOptions.bodyLimit} bytes` : err.message });
   });
+  // Once the server is closing, an answer still in flight ends its connection. Left open, that keep-alive
+  // connection holds close() until its idle timeout (seen with the connection timeout set: Pub/Sub pushes
+  // answered during shutdown kept `muster serve` from exiting for over a minute).
+  let closing = false;
+  app.addHook('preClose', async () => void (closing = true));
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
   const limits = await installRateLimits(app, { enrollPerMinute: o.enrollRatePerMinute ?? DEFAULT_ENROLL_RATE_PER_MINUTE, authFailuresPerMinute: o.authFailuresPerMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE });
   await app.register(operationsRoutes, o);
   await app.register(webhookRoutes, o);

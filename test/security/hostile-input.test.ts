@@ -9,12 +9,18 @@
 // the answer (bench/hostile measures over sockets). How fast is
 // bench/hostile's business (no timing is asserted here); the rate limits and
 // timeouts are checked at the end.
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createDrivers } from '../../controller/drivers.js';
+import { Reconciler } from '../../controller/reconcile/reconciler.js';
+import { buildApp } from '../../controller/server/app.js';
+import { createPino, logOf } from '../../controller/server/log.js';
+import { Controller } from '../../controller/serve/controller.js';
+import { createDirSource } from '../../controller/sources/dir-source.js';
 import type { Store } from '../../controller/store/index.js';
 import { BODIES, MiB } from '../../bench/hostile-shapes.js';
 import { serveRig, type ServeRig } from '../../bench/serve-rig.js';
@@ -281,7 +287,7 @@ describe.each(backends)('input before authentication (%s)', (backend) => {
   });
 });
 
-describe('rate limits and timeouts', () => {
+describe('rate limits, timeouts and closing', () => {
   let tdb: TestDatabase;
   let store: Store;
   let rig: ServeRig;
@@ -343,6 +349,45 @@ describe('rate limits and timeouts', () => {
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
     expect((await from(a, 'GET', '/api/v1/rollouts', undefined, { authorization: `Bearer ${rig.adminToken}` })).statusCode).toBe(200);
     expect((await from('10.0.0.5', 'GET', '/api/v1/rollouts')).statusCode).toBe(401);
+  });
+
+  it('ends the connection of an answer still in flight when the server closes, so closing never waits on keep-alive', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let arrived!: () => void;
+    const inFlight = new Promise<void>((r) => (arrived = r));
+    const pino = createPino({ level: 'silent' });
+    const reconciler = new Reconciler({ store, drivers: createDrivers(), log: logOf(pino) });
+    const app = await buildApp({
+      store,
+      reconciler,
+      controller: new Controller({ store, source: createDirSource('/nonexistent'), reconciler, log: logOf(pino) }),
+      drivers: createDrivers(),
+      logger: pino,
+      protocols: [
+        async (s) => {
+          s.get('/slow', async () => (arrived(), await held, 'done'));
+          // The answer is given while the server closes.
+          s.addHook('preClose', async () => release());
+        },
+      ],
+    });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const agent = new Agent({ keepAlive: true });
+    const answer = new Promise<{ connection: string | undefined; body: string }>((resolve, reject) => {
+      request(`${base}/slow`, { agent }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ connection: res.headers.connection, body }));
+      })
+        .on('error', reject)
+        .end();
+    });
+    await inFlight;
+    const closed = app.close();
+    expect(await answer).toEqual({ connection: 'close', body: 'done' });
+    await closed;
+    agent.destroy();
   });
 
   it('sets the request and keep-alive timeouts, and closes a connection that sends nothing', async () => {
