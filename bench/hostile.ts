@@ -101,12 +101,15 @@ async function run(): Promise<BenchRow[]> {
       const lat = [...r.latencies].sort((x, y) => x - y);
       const wrong = r.statuses.filter((st) => st !== s.expect);
       const lost = r.errors.filter((e) => !e.startsWith('healthz'));
-      const failed = wrong.length + lost.length;
-      // Counted as met: the expected answer, under the goal; a wrong status or no answer never is.
+      // Refused before the upload ended, the connection closed under it: the client saw the reset, not the answer.
+      const resets = lost.filter((e) => /EPIPE|ECONNRESET|socket hang up/.test(e)).length;
+      const failed = wrong.length + lost.length - resets;
+      // Counted as met: the expected answer, under the goal; a wrong status, a reset or no answer never is.
       const met = r.latencies.filter((ms, k) => ms < GOAL_MS && r.statuses[k] === s.expect).length;
       const attempted = r.latencies.length + lost.length;
       const notes = [
         ...(failed ? [`FAILED ${failed}: expected ${s.expect}, got ${[...new Set(wrong)].join('/') || 'no answer'}${lost[0] ? ` (${lost[0]})` : ''}`] : []),
+        ...(resets ? [`${resets} refused before the upload ended: the client saw the connection reset, not the ${s.expect}`] : []),
         ...(s.device ? ['after authentication: not held to the goal'] : []),
       ];
       return {
@@ -121,6 +124,7 @@ async function run(): Promise<BenchRow[]> {
           healthzP99Ms: round(percentile([...r.healthz].sort((x, y) => x - y), 99)),
           healthzProbes: r.healthz.length,
           ...(failed ? { failed } : {}),
+          ...(resets ? { resets } : {}),
           ...(notes.length ? { note: notes.join('; ') } : {}),
         },
       };
