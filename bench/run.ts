@@ -6,12 +6,13 @@ import { packageRoot } from '../controller/package-root.js';
 import type { Benchmark, BenchRow } from './harness.js';
 import { androidBenchmark } from './android.js';
 import { appleBenchmark } from './apple.js';
+import { hostileBenchmark } from './hostile.js';
 import { reconcileBenchmark } from './reconcile.js';
 import { storeBenchmark } from './store.js';
 import { validateBenchmark } from './validate.js';
 import { windowsBenchmark } from './windows.js';
 
-const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark, windowsBenchmark, androidBenchmark];
+const all: Benchmark[] = [validateBenchmark, storeBenchmark, reconcileBenchmark, appleBenchmark, windowsBenchmark, androidBenchmark, hostileBenchmark];
 
 const fmt = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '' : n >= 100 ? String(Math.round(n)) : String(Math.round(n * 100) / 100));
 

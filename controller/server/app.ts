@@ -1,6 +1,14 @@
 // `muster serve`'s HTTP side: one fastify instance, each feature a plugin that
 // receives what it needs. Protocol plugins (Apple, Windows, Android) mount
 // here as they land.
+//
+// Input before authentication is bounded here and in each plugin: every
+// route reads at most its own body limit (protocols set theirs per endpoint),
+// a whole request must arrive within requestTimeout, an idle connection is
+// closed, the unauthenticated enrollment endpoints and failed admin logins are
+// rate limited per client (rate-limit.ts), and the admin API checks its token
+// before the body is read. No device protocol long-polls today, so no route
+// needs a longer timeout; a streaming route (server-sent events) would.
 import { AdminActionError, parseAdminAction, runAdminAction, type AdminActionRequest } from '../actions/admin.js';
 import { deviceCompliance } from '../compliance/device.js';
 import { deviceLifecycle } from '../devices/lifecycle.js';
@@ -16,6 +24,7 @@ import type { Controller } from '../serve/controller.js';
 import { scopeAllows, type ApiToken, type Store, type SyncState, type TokenScope } from '../store/index.js';
 import { worstSync } from '../reconcile/sync.js';
 import type { Pino } from './log.js';
+import { DEFAULT_AUTH_FAILURES_PER_MINUTE, DEFAULT_ENROLL_RATE_PER_MINUTE, installRateLimits } from './rate-limit.js';
 
 export interface AppOptions {
   store: Store;
@@ -25,8 +34,20 @@ export interface AppOptions {
   logger: Pino;
   /** Verifies a Git host webhook; undefined disables /hooks/git. */
   verifyWebhook?: (body: Buffer, headers: FastifyRequest['headers']) => boolean;
-  /** Largest request body accepted, bytes. */
+  /** Largest request body where a route sets no limit of its own, bytes. Default 1 MiB. */
   bodyLimit?: number;
+  /** Largest POST /api/v1/plan body (a whole policy tree as JSON), bytes. Default 8 MiB. */
+  planBodyLimit?: number;
+  /** A whole request (headers and body) must arrive within this, ms; then 408 and the connection closes. Default 60 s. */
+  requestTimeoutMs?: number;
+  /** A connection with nothing sent or received for this long is closed, ms. Default 120 s. */
+  connectionTimeoutMs?: number;
+  /** An idle keep-alive connection is closed after this, ms. Default 72 s (longer than the 60 s idle timeout of common load balancers). */
+  keepAliveTimeoutMs?: number;
+  /** Unauthenticated enrollment requests per minute from one client address (0: no limit). Default 600. */
+  enrollRatePerMinute?: number;
+  /** Failed admin API authentications per minute from one client address before the answer is 429 (0: no limit). Default 30. */
+  authFailuresPerMinute?: number;
   /** Protocol endpoint plugins (Apple, Windows, Android), each registered in its own scope. */
   protocols?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
   /**
@@ -70,15 +91,68 @@ declare module 'fastify' {
   }
 }
 
+/** Body limits of the routes defined here, bytes. */
+const ADMIN_BODY_LIMIT = 64 * 1024;
+// GitHub push payloads are tens of KiB; a larger one is refused (413) and the periodic fetch still applies the commit.
+const WEBHOOK_BODY_LIMIT = 1024 * 1024;
+
+type AuthFailed = (req: FastifyRequest, reply: FastifyReply) => Promise<boolean>;
+
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   const https = o.https ? { https: { ...o.https, requestCert: true, rejectUnauthorized: false } } : {};
   const trustProxy = o.trustProxy ? { trustProxy: o.trustProxy } : {};
-  const app = Fastify({ ...https, ...trustProxy, loggerInstance: o.logger as unknown as FastifyBaseLogger, bodyLimit: o.bodyLimit ?? 8 * 1024 * 1024, logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance;
+  const app = Fastify({
+    ...https,
+    ...trustProxy,
+    loggerInstance: o.logger as unknown as FastifyBaseLogger,
+    bodyLimit: o.bodyLimit ?? 1024 * 1024,
+    requestTimeout: o.requestTimeoutMs ?? 60_000,
+    connectionTimeout: o.connectionTimeoutMs ?? 120_000,
+    keepAliveTimeout: o.keepAliveTimeoutMs ?? 72_000,
+    logController: new LogController({ disableRequestLogging: true }),
+  }) as unknown as FastifyInstance;
+  // Plugins without an error handler of their own answer {error} with a short reason; a 500 never carries the cause.
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) {
+      req.log.error({ url: req.url, error: err.message }, 'request failed');
+      return reply.code(500).send({ error: 'internal error' });
+    }
+    return reply.code(status).send({ error: err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the request body is larger than ${req.routeOptions.bodyLimit} bytes` : err.message });
+  });
+  // Once the server is closing, an answer still in flight ends its connection. Left open, that keep-alive
+  // connection holds close() until its idle timeout (seen with the connection timeout set: Pub/Sub pushes
+  // answered during shutdown kept `muster serve` from exiting for over a minute).
+  let closing = false;
+  app.addHook('preClose', async () => void (closing = true));
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
+  const limits = await installRateLimits(app, { enrollPerMinute: o.enrollRatePerMinute ?? DEFAULT_ENROLL_RATE_PER_MINUTE, authFailuresPerMinute: o.authFailuresPerMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE });
   await app.register(operationsRoutes, o);
   await app.register(webhookRoutes, o);
-  await app.register(adminRoutes, { ...o, prefix: '/api/v1' } as AppOptions & { prefix: string });
+  await app.register(adminRoutes, { ...o, authFailed: limits.authFailed, prefix: '/api/v1' } as AppOptions & { authFailed: AuthFailed; prefix: string });
   for (const register of o.protocols ?? []) await app.register(async (scope) => register(scope));
   return app;
+}
+
+/** The last value of `load` for `ms`, one call in flight at a time: an endpoint anyone may call costs one query per period. */
+function cached<T>(load: () => Promise<T>, ms: number): () => Promise<T> {
+  let at = -Infinity;
+  let value: Promise<T> | undefined;
+  return () => {
+    if (!value || performance.now() - at > ms) {
+      at = performance.now();
+      const p = load();
+      value = p;
+      // A failed read is not kept: the next scrape tries again.
+      p.catch(() => {
+        if (value === p) value = undefined;
+      });
+    }
+    return value;
+  };
 }
 
 async function operationsRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
@@ -121,13 +195,15 @@ async function operationsRoutes(app: FastifyInstance, o: AppOptions): Promise<vo
     },
   });
   new Gauge({ name: 'muster_devices', help: 'Enrolled devices', registers: [registry], collect() { this.set(o.reconciler.deviceCount()); } });
+  // /metrics answers anyone: the command counts (a scan of the queue) are read at most every few seconds.
+  const commandCounts = cached(() => o.store.commands.countByState(), 5_000);
   new Gauge({
     name: 'muster_commands',
     help: 'Commands by state',
     labelNames: ['state'],
     registers: [registry],
     async collect() {
-      for (const [state, n] of Object.entries(await o.store.commands.countByState())) this.set({ state }, n);
+      for (const [state, n] of Object.entries(await commandCounts())) this.set({ state }, n);
     },
   });
 
@@ -145,7 +221,7 @@ async function webhookRoutes(app: FastifyInstance, o: AppOptions): Promise<void>
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-  app.post('/hooks/git', async (req, reply) => {
+  app.post('/hooks/git', { bodyLimit: WEBHOOK_BODY_LIMIT }, async (req, reply) => {
     if (!o.verifyWebhook) return reply.code(404).send({ error: 'webhooks are not configured (set MUSTER_WEBHOOK_SECRET)' });
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (!o.verifyWebhook(body, req.headers)) {
@@ -158,13 +234,19 @@ async function webhookRoutes(app: FastifyInstance, o: AppOptions): Promise<void>
   });
 }
 
+// An onRequest hook: the token is checked before the body is read.
 const auth =
-  (o: AppOptions, need: TokenScope) =>
+  (o: AppOptions & { authFailed: AuthFailed }, need: TokenScope) =>
   async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const h = req.headers.authorization ?? '';
     const m = /^Bearer\s+(\S+)$/i.exec(h);
     const token = m ? await o.store.tokens.authenticate(m[1]!) : undefined;
     if (!token) {
+      if (await o.authFailed(req, reply)) {
+        req.log.warn({ remote: req.ip }, 'admin API: too many failed authentications');
+        await reply.code(429).send({ error: 'too many failed authentications from this address; try again later' });
+        return;
+      }
       await reply.code(401).header('www-authenticate', 'Bearer realm="muster"').send({ error: 'a valid bearer token is required (muster token create)' });
       return;
     }
@@ -175,10 +257,10 @@ const auth =
     req.token = token;
   };
 
-async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
-  const read = { preHandler: auth(o, 'read') };
-  const operate = { preHandler: auth(o, 'operate') };
-  const admin = { preHandler: auth(o, 'admin') };
+async function adminRoutes(app: FastifyInstance, o: AppOptions & { authFailed: AuthFailed }): Promise<void> {
+  const read = { onRequest: auth(o, 'read'), bodyLimit: ADMIN_BODY_LIMIT };
+  const operate = { onRequest: auth(o, 'operate'), bodyLimit: ADMIN_BODY_LIMIT };
+  const admin = { onRequest: auth(o, 'admin'), bodyLimit: ADMIN_BODY_LIMIT };
 
   app.get('/status', read, async () => ({ ...(await o.controller.status()), devices: o.reconciler.deviceCount(), rollouts: o.reconciler.rolloutStatuses().map(rolloutJson) }));
   app.get('/rollouts', read, async () => o.reconciler.rolloutStatuses().filter((r) => !r.deleted).map(rolloutJson));
@@ -267,7 +349,7 @@ async function adminRoutes(app: FastifyInstance, o: AppOptions): Promise<void> {
       throw e;
     }
   });
-  app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', read, async (req, reply) => {
+  app.post<{ Body: { files?: Array<{ path: string; text: string }> } }>('/plan', { ...read, bodyLimit: o.planBodyLimit ?? 8 * 1024 * 1024 }, async (req, reply) => {
     const files = req.body?.files;
     if (!Array.isArray(files) || files.some((f) => typeof f?.path !== 'string' || typeof f?.text !== 'string')) {
       return reply.code(400).send({ error: 'body must be {"files": [{"path", "text"}]}' });

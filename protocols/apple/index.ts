@@ -7,6 +7,7 @@ import { challengeDigest } from '../../controller/store/challenges.js';
 import type { FastifyInstance } from 'fastify';
 import forge from 'node-forge';
 import type { PlatformDriver } from '../../controller/reconcile/driver.js';
+import { ENROLLMENT_ROUTE } from '../../controller/server/rate-limit.js';
 import type { Store } from '../../controller/store/index.js';
 import type { DeviceAuthMode } from './auth.js';
 import { createAppleDriver, recordAppleResult, recordDeclarationStatus, renderAppleCommand } from './driver.js';
@@ -106,8 +107,10 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
       });
       await app.register(appleRoutes, { service, auth: { modes: c.deviceAuth, ca, ...(c.trustedProxy ? { trustedProxy: c.trustedProxy } : {}) }, log: c.log });
       // The link is the credential: it works once, and an unknown or used one reveals nothing.
-      app.get<{ Querystring: { code?: string } }>('/mdm/apple/enroll', async (req, reply) => {
-        const code = typeof req.query.code === 'string' ? req.query.code : '';
+      // Anyone may try one, so it is rate limited per client address like SCEP.
+      app.get<{ Querystring: { code?: string } }>('/mdm/apple/enroll', ENROLLMENT_ROUTE, async (req, reply) => {
+        // Codes are 40 hex characters: anything much longer is not one, and is not hashed and looked up.
+        const code = typeof req.query.code === 'string' && req.query.code.length <= 128 ? req.query.code : '';
         const link = code ? await store.challenges.consume(code, LINK_PURPOSE) : undefined;
         if (!link) return reply.code(403).type('text/plain').send('this enrollment link is not valid (it works once, and expires)\n');
         const d = link.details as { note?: string; device?: string } | null;

@@ -55,6 +55,8 @@ export function forwardedCertHeader(req: { headers: Record<string, string | stri
 
 /** Largest header value read (a certificate chain forwarded by mistake stays bounded). */
 const MAX_HEADER_CHARS = 16 * 1024;
+const PEM_BEGIN = '-----BEGIN CERTIFICATE-----';
+const PEM_END = '-----END CERTIFICATE-----';
 
 /** The first value of a header that may have been sent more than once. */
 export const firstHeader = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
@@ -82,9 +84,11 @@ export function certFromHeader(value: string | undefined): Buffer | undefined {
   } catch {
     throw new ClientCertError('client certificate header is neither :base64: nor a URL-escaped PEM');
   }
-  const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
-  if (!m) throw new ClientCertError('client certificate header is neither :base64: nor a URL-escaped PEM');
-  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+  // indexOf, not a lazy regex: /BEGIN([\s\S]+?)END/ rescans the rest from every BEGIN (quadratic).
+  const begin = pem.indexOf(PEM_BEGIN);
+  const end = begin < 0 ? -1 : pem.indexOf(PEM_END, begin + PEM_BEGIN.length);
+  if (end < 0 || end === begin + PEM_BEGIN.length) throw new ClientCertError('client certificate header is neither :base64: nor a URL-escaped PEM');
+  return Buffer.from(pem.slice(begin + PEM_BEGIN.length, end).replace(/\s+/g, ''), 'base64');
 }
 
 /**

@@ -12,13 +12,22 @@
 //   POST /EnrollmentServer/Enrollment.svc  MS-WSTEP RequestSecurityToken
 //   GET  /EnrollmentServer/Auth            federated: the page asking for the enrollment code
 //   POST /EnrollmentServer/Auth            federated: the code checked, the token posted back to appru
+//
+// Everything here is called before the device has a credential Muster
+// issued: each route takes a body no larger than its messages need (a
+// Discover is about 1 KiB, an RST with its PKCS#10 a few), and every one is
+// marked ENROLLMENT_ROUTE, so `muster serve` limits requests per client
+// address. Over the limit the answer is HTTP 429 with Retry-After, a SOAP
+// fault in the body (WCF has no fault for it; Windows shows the enrollment as
+// failed and the user tries again).
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ENROLLMENT_ROUTE } from '../../controller/server/rate-limit.js';
 import { ClientCertError, certFromTls, refuseUntrustedHeader } from '../pki/client-cert.js';
 import { windowsCertificateReader, type WindowsAuthOptions } from './auth.js';
 import { discoverResponse, DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION, parseDiscover } from './discovery.js';
 import { PATHS, type WindowsEnrollLog, type WindowsEnrollService } from './enroll-service.js';
-import { SOAP_CONTENT_TYPE, SOAP_LIMITS, SoapFault, readEnvelope, writeEnvelope, writeFault, type SoapRequest } from './soap.js';
+import { SOAP_CONTENT_TYPE, SoapFault, readEnvelope, writeEnvelope, writeFault, type SoapRequest } from './soap.js';
 import { GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION, getPoliciesResponse, parseGetPolicies } from './xcep.js';
 import { RST_ACTION, RSTRC_ACTION, parseRst, rstrResponse, timestampHeader } from './wstep.js';
 import type { XmlNode } from './xml.js';
@@ -26,7 +35,7 @@ import type { XmlNode } from './xml.js';
 export interface WindowsEnrollRoutesOptions {
   service: WindowsEnrollService;
   log: WindowsEnrollLog & { error(msg: string, fields?: Record<string, unknown>): void };
-  /** Largest request body accepted. Default 256 KiB (an enrollment is a few KiB). */
+  /** Largest request body accepted by every SOAP endpoint, instead of each one's own (ENROLL_BODY_LIMITS). */
   maxBodyBytes?: number;
   /**
    * Where a renewing device's certificate is read, in order (the OMA-DM
@@ -39,6 +48,14 @@ export interface WindowsEnrollRoutesOptions {
   now?: () => Date;
 }
 
+/**
+ * Largest body each endpoint reads, bytes: many times what Windows sends
+ * (Discover ~1 KiB; GetPolicies ~2 KiB; an RST with a 4096-bit PKCS#10, or a
+ * renewal's PKCS#7 with the current certificate, under 16 KiB), small enough
+ * that reading one before any credential is checked costs little.
+ */
+export const ENROLL_BODY_LIMITS = { discovery: 16 * 1024, policy: 32 * 1024, enrollment: 64 * 1024, authForm: 8 * 1024 } as const;
+
 /** WCF's status for every fault (see the header comment). */
 const FAULT_STATUS = 500;
 const SOAP_TYPES = ['application/soap+xml', 'application/xml', 'text/xml'];
@@ -49,22 +66,27 @@ interface Answer {
 }
 
 export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnrollRoutesOptions): Promise<void> {
-  const limit = o.maxBodyBytes ?? SOAP_LIMITS.maxBytes;
+  const limits = { ...ENROLL_BODY_LIMITS, ...(o.maxBodyBytes ? { discovery: o.maxBodyBytes, policy: o.maxBodyBytes, enrollment: o.maxBodyBytes } : {}) };
   const now = o.now ?? (() => new Date());
   const { service, log } = o;
-  // Bodies stay raw bytes: xml.ts checks size, encoding and entities itself.
-  app.addContentTypeParser(SOAP_TYPES, { parseAs: 'buffer', bodyLimit: limit }, (_req, body, done) => done(null, body));
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 8 * 1024 }, (_req, body, done) => done(null, body));
+  // Bodies stay raw bytes: xml.ts checks size, encoding and entities itself. Each route sets its own limit.
+  app.addContentTypeParser(SOAP_TYPES, { parseAs: 'buffer', bodyLimit: Math.max(limits.discovery, limits.policy, limits.enrollment) }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: limits.authForm }, (_req, body, done) => done(null, body));
 
-  // Errors fastify raises before a handler runs (body too large, no parser) still answer as SOAP.
+  // Errors fastify raises before a handler runs (body too large, no parser, rate limit) still answer as SOAP.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     const traceId = randomUUID();
+    const tooLarge = err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the request is larger than ${req.routeOptions.bodyLimit ?? limits.enrollment} bytes` : undefined;
     if (!req.url.startsWith('/EnrollmentServer/') || req.url.startsWith(PATHS.auth)) {
       log.warn('windows enrollment page error', { url: req.url, error: err.message, traceId });
-      return reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).type('text/plain; charset=utf-8').send(`${err.statusCode && err.statusCode < 500 ? err.message : 'internal error'} (trace ${traceId})\n`);
+      return reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).type('text/plain; charset=utf-8').send(`${err.statusCode && err.statusCode < 500 ? (tooLarge ?? err.message) : 'internal error'} (trace ${traceId})\n`);
+    }
+    if (err.statusCode === 429) {
+      log.warn('windows enrollment rate limited', { url: req.url, remote: req.ip, traceId });
+      return reply.code(429).type(SOAP_CONTENT_TYPE).send(writeFault(new SoapFault('EnrollmentServer', err.message), { traceId }));
     }
     const client = err.statusCode !== undefined && err.statusCode < 500;
-    const fault = client ? new SoapFault('MessageFormat', err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the request is larger than ${limit} bytes` : err.message) : new SoapFault('InternalServiceFault', `the server could not complete the request (trace ${traceId})`);
+    const fault = client ? new SoapFault('MessageFormat', tooLarge ?? err.message) : new SoapFault('InternalServiceFault', `the server could not complete the request (trace ${traceId})`);
     (client ? log.warn : log.error)('windows enrollment request failed', { url: req.url, error: err.message, traceId });
     return reply.code(FAULT_STATUS).type(SOAP_CONTENT_TYPE).send(writeFault(fault, { traceId }));
   });
@@ -85,7 +107,7 @@ export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnroll
       throw e;
     }
   };
-  const soap = (expected: string, responseAction: string, handle: (r: SoapRequest, req: FastifyRequest) => Promise<Answer>) => async (req: FastifyRequest, reply: FastifyReply) => {
+  const soap = (expected: string, responseAction: string, limit: number, handle: (r: SoapRequest, req: FastifyRequest) => Promise<Answer>) => async (req: FastifyRequest, reply: FastifyReply) => {
     const traceId = randomUUID();
     let env: SoapRequest | undefined;
     try {
@@ -107,16 +129,18 @@ export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnroll
   };
 
   // Windows probes the discovery URL with a GET before it posts.
-  app.get(PATHS.discovery, async (_req, reply) => reply.code(200).type('text/html; charset=utf-8').send(''));
+  app.get(PATHS.discovery, ENROLLMENT_ROUTE, async (_req, reply) => reply.code(200).type('text/html; charset=utf-8').send(''));
 
   app.post(
     PATHS.discovery,
-    soap(DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION, async (r) => ({ body: discoverResponse(service.discover(parseDiscover(r.body))) })),
+    { ...ENROLLMENT_ROUTE, bodyLimit: limits.discovery },
+    soap(DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION, limits.discovery, async (r) => ({ body: discoverResponse(service.discover(parseDiscover(r.body))) })),
   );
 
   app.post(
     PATHS.policy,
-    soap(GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION, async (r) => {
+    { ...ENROLLMENT_ROUTE, bodyLimit: limits.policy },
+    soap(GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION, limits.policy, async (r) => {
       parseGetPolicies(r.body);
       return { body: getPoliciesResponse(await service.policy(r.security)) };
     }),
@@ -124,7 +148,8 @@ export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnroll
 
   app.post(
     PATHS.enrollment,
-    soap(RST_ACTION, RSTRC_ACTION, async (r, req) => {
+    { ...ENROLLMENT_ROUTE, bodyLimit: limits.enrollment },
+    soap(RST_ACTION, RSTRC_ACTION, limits.enrollment, async (r, req) => {
       const rst = parseRst(r.body);
       const result = await service.enroll(r.security, rst, rst.requestType === 'renew' ? { clientCertDer: clientCert(req) } : {});
       return { body: rstrResponse({ provisioningDoc: result.provisioningDoc, requestId: result.requestId }), extra: [timestampHeader(now())] };
@@ -133,14 +158,14 @@ export async function windowsEnrollRoutes(app: FastifyInstance, o: WindowsEnroll
 
   // ---------------------------------------------------------------- the federated page
 
-  app.get<{ Querystring: { appru?: string; login_hint?: string } }>(PATHS.auth, async (req, reply) => {
+  app.get<{ Querystring: { appru?: string; login_hint?: string } }>(PATHS.auth, ENROLLMENT_ROUTE, async (req, reply) => {
     const appru = typeof req.query.appru === 'string' ? req.query.appru : '';
     const hint = typeof req.query.login_hint === 'string' ? req.query.login_hint.slice(0, 320) : '';
     if (!isAppReturnUrl(appru)) return page(reply, 400, 'Muster enrollment', '<p>This page is opened by Windows during device enrollment (Settings → Accounts → Access work or school).</p>');
     return page(reply, 200, 'Muster enrollment', codeForm(appru, hint));
   });
 
-  app.post(PATHS.auth, async (req, reply) => {
+  app.post(PATHS.auth, { ...ENROLLMENT_ROUTE, bodyLimit: limits.authForm }, async (req, reply) => {
     const form = new URLSearchParams(typeof req.body === 'string' ? req.body : '');
     const appru = form.get('appru') ?? '';
     const hint = (form.get('login_hint') ?? '').slice(0, 320);

@@ -1,12 +1,15 @@
 // The Windows OMA-DM endpoint as one fastify plugin: read the body raw,
-// decode the SyncML, authenticate the certificate, call the service, write
-// the answer (application/vnd.syncml.dm+xml, never chunked). An unreadable
+// authenticate the certificate (it chains to the CA, is current, and is a
+// known, unrevoked identity bound to a device), only then decode the SyncML,
+// call the service (which checks the message names that same device), write
+// the answer (application/vnd.syncml.dm+xml, never chunked). Nothing of the
+// body is looked at for a client that is not a device of ours. An unreadable
 // message is a 400 with a short reason; a refused certificate a 403 (see
 // auth.ts for why not 401); nothing internal reaches the device.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { refuseUntrustedHeader } from '../pki/client-cert.js';
 import { WindowsAuthError, authenticateWindowsDevice, type WindowsAuthOptions } from './auth.js';
-import type { WindowsMdmLog, WindowsMdmService } from './mdm-service.js';
+import type { IdentifiedDevice, WindowsMdmLog, WindowsMdmService } from './mdm-service.js';
 import { SYNCML_CONTENT_TYPE, SyncmlError, decodeClientMessage } from './syncml/wire.js';
 
 export interface WindowsMdmRoutesOptions {
@@ -44,29 +47,41 @@ export async function windowsMdmRoutes(app: FastifyInstance, o: WindowsMdmRoutes
     return text(reply, 500, 'internal error');
   });
 
-  app.post(MDM_PATH, async (req: FastifyRequest, reply: FastifyReply) => {
+  // Who is asking is settled in onRequest, before fastify reads the body: a
+  // client that is not one of our devices gets its 403 without the body being
+  // buffered, let alone parsed.
+  const devices = new WeakMap<FastifyRequest, IdentifiedDevice>();
+  const identify = async (req: FastifyRequest, reply: FastifyReply) => {
     if (String(req.headers['content-type'] ?? '').toLowerCase().startsWith('application/vnd.syncml.dm+wbxml')) {
       // Muster provisions devices for XML (DEFAULTENCODING); WBXML is not read.
       return text(reply, 415, 'WBXML is not supported: send application/vnd.syncml.dm+xml');
-    }
-    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    let msg;
-    try {
-      msg = decodeClientMessage(body, { maxBytes: limit });
-    } catch (e) {
-      if (!(e instanceof SyncmlError)) throw e;
-      o.log.warn('unreadable OMA-DM message', { remote: req.ip, error: e.message });
-      return text(reply, 400, `unreadable SyncML: ${e.message}`);
     }
     let cert;
     try {
       cert = authenticateWindowsDevice({ headers: req.headers, socket: req.raw.socket }, o.auth);
     } catch (e) {
       if (!(e instanceof WindowsAuthError)) throw e;
-      o.log.warn('OMA-DM message without a valid device certificate', { device: msg.hdr.source.locUri.slice(0, 128), reason: e.message });
+      o.log.warn('OMA-DM message without a valid device certificate', { remote: req.ip, reason: e.message });
       return text(reply, 403, 'device certificate not accepted');
     }
-    const a = await o.service.handle(msg, cert);
+    const who = await o.service.identify(cert, { remote: req.ip });
+    if ('status' in who) return text(reply, who.status, who.error);
+    devices.set(req, who);
+  };
+
+  app.post(MDM_PATH, { bodyLimit: limit, onRequest: identify }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const who = devices.get(req);
+    if (!who) throw new Error('OMA-DM handler reached without an identified device');
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    let msg;
+    try {
+      msg = decodeClientMessage(body, { maxBytes: limit });
+    } catch (e) {
+      if (!(e instanceof SyncmlError)) throw e;
+      o.log.warn('unreadable OMA-DM message', { remote: req.ip, device: who.deviceId, error: e.message });
+      return text(reply, 400, `unreadable SyncML: ${e.message}`);
+    }
+    const a = await o.service.handleFrom(who, msg);
     if (a.status !== 200) return text(reply, a.status, a.error);
     return reply.code(200).header('content-type', SYNCML_CONTENT_TYPE).send(a.body);
   });

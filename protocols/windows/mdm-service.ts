@@ -21,7 +21,7 @@
 //   what the device is: they become device attributes.
 import type { Command, Queryable, Store } from '../../controller/store/index.js';
 import { POSTURE, type Posture } from '../../controller/compliance/evaluate.js';
-import { deviceLifecycle } from '../../controller/devices/lifecycle.js';
+import { REFUSAL_TEXT, deviceLifecycle } from '../../controller/devices/lifecycle.js';
 import { ALERT, Composer, dropWork, newSession, receive, unfinishedWork, type CommandOutcome, type ReceivedAlert, type RenderedCommand, type SessionState } from './syncml/session.js';
 import type { ClientMessage } from './syncml/wire.js';
 
@@ -51,7 +51,15 @@ export interface WindowsMdmServiceOptions {
   now?: () => Date;
 }
 
-export type MdmAnswer = { status: 200; body: string; ended: boolean } | { status: 403; error: string };
+export type MdmRefusal = { status: 403; error: string };
+export type MdmAnswer = { status: 200; body: string; ended: boolean } | MdmRefusal;
+
+/** A device whose certificate identify() accepted. */
+export interface IdentifiedDevice {
+  deviceId: string;
+  /** The certificate that identified it (for the audit of a message naming another device). */
+  certSha256: string;
+}
 
 /** The presented certificate (already checked to chain to Muster's CA and be current: auth.ts). */
 export interface PresentedCertificate {
@@ -101,20 +109,33 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     }
   }
 
-  async function refuse(reason: string, msg: ClientMessage): Promise<MdmAnswer> {
-    log.warn('windows OMA-DM message refused', { device: clean(msg.hdr.source.locUri), session: clean(msg.hdr.sessionId), reason });
+  function refuse(reason: string, msg?: ClientMessage, remote?: string): MdmRefusal {
+    log.warn('windows OMA-DM message refused', { ...(msg ? { device: clean(msg.hdr.source.locUri), session: clean(msg.hdr.sessionId) } : {}), ...(remote ? { remote } : {}), reason });
     return { status: 403, error: 'device certificate not accepted' };
   }
 
-  /** The certificate must be a Windows identity of ours, current, unrevoked and bound to the device the header names. */
-  async function deviceFor(msg: ClientMessage, cert: PresentedCertificate | undefined): Promise<string | MdmAnswer> {
-    // DevIDs are GUIDs whose case can differ between enrollment and the DM client.
-    const c = await lifecycle.check(cert?.certSha256, { platform: 'windows', deviceId: msg.hdr.source.locUri, sameId: (a, b) => a.toLowerCase() === b.toLowerCase() });
-    if (c.ok) return c.deviceId;
-    if (c.reason === 'other-device' || c.reason === 'other-platform') {
-      await lifecycle.refused({ reason: c.reason, deviceId: clean(msg.hdr.source.locUri).slice(0, 128), platform: 'windows', ...(cert ? { certSha256: cert.certSha256 } : {}), actor: 'omadm', details: { message: 'OMA-DM session' } });
+  /**
+   * The device a certificate stands for: a Windows identity of ours, current,
+   * unrevoked and bound to a device (the device lifecycle's check). Needs
+   * nothing of the message, so the route asks it before reading the body: an
+   * unknown client never gets the SyncML parser to work for it.
+   */
+  async function identify(cert: PresentedCertificate | undefined, o: { remote?: string } = {}): Promise<IdentifiedDevice | MdmRefusal> {
+    const c = await lifecycle.check(cert?.certSha256, { platform: 'windows' });
+    if (c.ok) return { deviceId: c.deviceId, certSha256: c.identity.certSha256 };
+    if (c.reason === 'other-platform') {
+      const other = await store.identities.get(cert!.certSha256);
+      await lifecycle.refused({ reason: c.reason, deviceId: other?.deviceId ?? '(unbound)', platform: other?.platform ?? 'windows', certSha256: cert!.certSha256, actor: 'omadm', details: { message: 'OMA-DM session with another platform\'s identity' } });
     }
-    return refuse(c.message, msg);
+    return refuse(c.message, undefined, o.remote);
+  }
+
+  /** The message must come from the device its certificate is bound to. */
+  async function deviceFor(msg: ClientMessage, who: IdentifiedDevice): Promise<string | MdmRefusal> {
+    // DevIDs are GUIDs whose case can differ between enrollment and the DM client.
+    if (who.deviceId.toLowerCase() === msg.hdr.source.locUri.toLowerCase()) return who.deviceId;
+    await lifecycle.refused({ reason: 'other-device', deviceId: clean(msg.hdr.source.locUri).slice(0, 128), platform: 'windows', certSha256: who.certSha256, actor: 'omadm', details: { message: 'OMA-DM session', boundTo: who.deviceId } });
+    return refuse(REFUSAL_TEXT['other-device'], msg);
   }
 
   /** What the device said about itself becomes its attributes, identifiers and posture. */
@@ -171,11 +192,16 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     };
   }
 
-  /** Handles one device message. */
+  /** Handles one device message, its certificate checked first (identify). */
   async function handle(msg: ClientMessage, cert: PresentedCertificate | undefined): Promise<MdmAnswer> {
-    const who = await deviceFor(msg, cert);
-    if (typeof who !== 'string') return who;
-    const deviceId = who;
+    const who = await identify(cert);
+    return 'status' in who ? who : handleFrom(who, msg);
+  }
+
+  /** Handles one message from a device identify() accepted. */
+  async function handleFrom(who: IdentifiedDevice, msg: ClientMessage): Promise<MdmAnswer> {
+    const deviceId = await deviceFor(msg, who);
+    if (typeof deviceId !== 'string') return deviceId;
     const sessionId = msg.hdr.sessionId;
     return store.transaction(async (tx) => {
       const row = await store.windowsSessions.get(deviceId, sessionId, tx, { lock: true });
@@ -302,7 +328,7 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     }
   }
 
-  return { handle };
+  return { identify, handle, handleFrom };
 }
 
 export type WindowsMdmService = ReturnType<typeof createWindowsMdmService>;

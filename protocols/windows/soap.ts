@@ -27,6 +27,7 @@ export const BASE64_BINARY = 'http://docs.oasis-open.org/wss/2004/01/oasis-20040
 export const USER_TOKEN_TYPE = 'http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken';
 export const SOAP_CONTENT_TYPE = 'application/soap+xml; charset=utf-8';
 const ADDRESSING_FAULT = 'http://www.w3.org/2005/08/addressing/soap/fault';
+const MAX_REASON = 512;
 
 // ------------------------------------------------------------------ faults
 
@@ -54,7 +55,11 @@ const SENDER: ReadonlySet<FaultSubcode> = new Set(['MessageFormat', 'Authenticat
  */
 export type FaultErrorType = 'DeviceCapReached' | 'DeviceNotSupported' | 'NotSupported' | 'NotEligibleToRenew' | 'InMaintenance' | 'UserLicense' | 'InvalidEnrollmentData';
 
-/** A refusal the device is told about as a SOAP fault. The reason is shown to people: never put a secret in it. */
+/**
+ * A refusal the device is told about as a SOAP fault. The reason is shown to
+ * people: never put a secret in it. Reasons that quote the request (an
+ * action, an element name) are cut short, so a fault never echoes a large body.
+ */
 export class SoapFault extends Error {
   override name = 'SoapFault';
   constructor(
@@ -62,7 +67,7 @@ export class SoapFault extends Error {
     reason: string,
     readonly errorType?: FaultErrorType,
   ) {
-    super(reason);
+    super(reason.length > MAX_REASON ? `${reason.slice(0, MAX_REASON)}…` : reason);
   }
   get code(): 'Sender' | 'Receiver' {
     return SENDER.has(this.subcode) ? 'Sender' : 'Receiver';

@@ -178,10 +178,11 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
     expect((await store.devices.get(d.deviceId))!.model ?? '').not.toMatch(/^x/);
   });
 
-  it('answers 400 to unreadable SyncML, 415 to WBXML, 403 without a client certificate; answers are application/vnd.syncml.dm+xml', async () => {
-    const post = (body: string, o: { type?: string; withCert?: boolean } = {}) =>
+  it('answers 400 to unreadable SyncML from an enrolled PC, 415 to WBXML, 403 without a client certificate whatever the body; answers are application/vnd.syncml.dm+xml', async () => {
+    const post = (body: string, o: { type?: string; withCert?: SimulatedWindowsDevice } = {}) =>
       new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
-        const req = https.request(url, { method: 'POST', ca: tls.cert, agent: false, headers: { 'content-type': o.type ?? 'application/vnd.syncml.dm+xml' } }, (res) => {
+        const cert = o.withCert ? { cert: o.withCert['o'].certPem, key: o.withCert['o'].keyPem } : {};
+        const req = https.request(url, { method: 'POST', ca: tls.cert, ...cert, agent: false, headers: { 'content-type': o.type ?? 'application/vnd.syncml.dm+xml' } }, (res) => {
           let text = '';
           res.on('data', (c: Buffer) => (text += c.toString()));
           res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body: text }));
@@ -189,11 +190,13 @@ describe('a simulated Windows PC over HTTPS with mTLS', { timeout: 60_000 }, () 
         req.on('error', reject);
         req.end(body);
       });
-    const bad = await post('<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr>');
+    const d = await pc();
+    const bad = await post('<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr>', { withCert: d });
     expect(bad.status).toBe(400);
     expect(bad.body).toMatch(/^unreadable SyncML: malformed XML/);
+    // The certificate is checked before the body is read: without one, the same body is a 403.
+    expect(await post('<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr>')).toMatchObject({ status: 403, body: 'device certificate not accepted' });
     expect((await post('\x02\x00', { type: 'application/vnd.syncml.dm+wbxml' })).status).toBe(415);
-    const d = await pc();
     const noCert = await post(`<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>${url}</LocURI></Target><Source><LocURI>${d.deviceId}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>1</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>`);
     expect(noCert).toMatchObject({ status: 403, body: 'device certificate not accepted' });
     // A PC whose certificate is bound to another device is refused too.

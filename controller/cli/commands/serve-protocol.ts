@@ -10,6 +10,7 @@ import type { PlatformDriver } from '../../reconcile/driver.js';
 import type { Log, Reconciler } from '../../reconcile/reconciler.js';
 import { parseDuration } from '../../rollout/duration.js';
 import { EnrollRequestError, type Enroller } from '../../server/app.js';
+import { parseRatePerMinute } from '../../server/rate-limit.js';
 import type { Store } from '../../store/index.js';
 import { CliError, EXIT, type CliIO } from '../io.js';
 
@@ -79,6 +80,15 @@ export const secretFrom = (env: NodeJS.ProcessEnv, name: string): string | undef
 export function durationFlag(flag: string, value: string): number {
   try {
     return parseDuration(value);
+  } catch (e) {
+    throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
+  }
+}
+
+/** A rate flag (`600/min`, `10/s`, `off`) as requests per minute, or a usage error naming it. */
+export function rateFlag(flag: string, value: string): number {
+  try {
+    return parseRatePerMinute(value);
   } catch (e) {
     throw new CliError(`--${flag}: ${(e as Error).message}`, EXIT.usage);
   }

@@ -23,7 +23,7 @@ import { openTarget, targetOf } from './db.js';
 import { appleOptions, mountApple, type AppleServeOpts } from './serve-apple.js';
 import { mountWindows, windowsOptions, type WindowsServeOpts } from './serve-windows.js';
 import { androidOptions, mountAndroid, type AndroidServeOpts } from './serve-android.js';
-import { durationFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
+import { durationFlag, rateFlag, readFlagFile, secretFrom, serveContext, type ProtocolMount, type ServeContext } from './serve-protocol.js';
 import { shutDown } from './serve-shutdown.js';
 
 interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
@@ -50,6 +50,7 @@ interface ServeOpts extends AppleServeOpts, WindowsServeOpts, AndroidServeOpts {
   tlsKey?: string;
   trustedProxy?: string[];
   shutdownGrace: string;
+  enrollRate: string;
 }
 
 const isGitUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[\w.-]+@[\w.-]+:/.test(s);
@@ -80,6 +81,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--trusted-proxy <cidr...>', 'addresses or CIDR ranges of the proxies in front (10.0.0.0/8 fd00::/8): only their connections may forward a device certificate (header device auth) or X-Forwarded-For')
     .option('--shutdown-grace <duration>', 'on SIGTERM, how long requests in flight may take to finish before their connections are closed', '10s')
+    .option('--enroll-rate <n/min>', 'most enrollment requests (Apple SCEP and enroll links, Windows enrollment) per minute from one client address, or off', '600/min')
     .addOption(new Option('--log-format <format>', 'log lines as JSON or short human text (default: human on a terminal)').choices(['json', 'pretty']))
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info');
   appleOptions(cmd);
@@ -123,6 +125,7 @@ the controller, the protocols and the database (5 s each at most), and exits 0.`
       const gitMs = ms('git-interval', o.gitInterval);
       const graceMs = ms('shutdown-grace', o.shutdownGrace);
       const proxies = trustedProxyFlag(o);
+      const enrollRatePerMinute = rateFlag('enroll-rate', o.enrollRate);
       const m = /^(.+):(\d{1,5})$/.exec(o.listen);
       if (!m) throw new CliError('--listen: expected HOST:PORT, e.g. 127.0.0.1:8080', EXIT.usage);
       const simulate = o.simulate === undefined ? 0 : Number(o.simulate);
@@ -198,6 +201,7 @@ the controller, the protocols and the database (5 s each at most), and exits 0.`
         logger: pino,
         protocols,
         enrollers,
+        enrollRatePerMinute,
         ...(tls ? { https: tls } : {}),
         ...(proxies ? { trustProxy: (address: string) => proxies.has(address) } : {}),
         ...(webhookSecret ? { verifyWebhook: (body, headers) => verifyGithubSignature(webhookSecret, body, headers['x-hub-signature-256'] as string | undefined) } : {}),

@@ -1,7 +1,10 @@
 // The SCEP handler on fastify: GET and POST /mdm/apple/scep. Register it
 // with app.register (not fastify-plugin): the raw body parsers and the error
-// handler below stay inside this plugin.
+// handler below stay inside this plugin. Anyone may call it (the challenge is
+// checked inside the message), so both routes are ENROLLMENT_ROUTEs: `muster
+// serve` limits them per client address, answered 429 with Retry-After.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ENROLLMENT_ROUTE } from '../../../controller/server/rate-limit.js';
 import { createScepHandler, DEFAULT_MAX_BODY_BYTES, type ScepOptions } from './server.js';
 
 export interface ScepRouteOptions extends ScepOptions {
@@ -41,6 +44,6 @@ export async function scepRoutes(app: FastifyInstance, o: ScepRouteOptions): Pro
     });
     return reply.code(res.status).type(res.contentType).send(res.body);
   };
-  app.get(path, route);
-  app.post(path, { bodyLimit: maxBodyBytes }, route);
+  app.get(path, ENROLLMENT_ROUTE, route);
+  app.post(path, { ...ENROLLMENT_ROUTE, bodyLimit: maxBodyBytes }, route);
 }
