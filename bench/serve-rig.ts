@@ -18,6 +18,7 @@ import { verifyGithubSignature } from '../controller/sources/webhook.js';
 import type { Store } from '../controller/store/index.js';
 import { PUBSUB_PATH, pubsubRoutes } from '../protocols/android/pubsub.js';
 import { createAppleMdm, type AppleMdm } from '../protocols/apple/index.js';
+import { trustedProxies } from '../controller/server/trusted-proxy.js';
 import { generateCa, sha256Fingerprint, type CertificateAuthority } from '../protocols/pki/ca.js';
 import { createWindowsMdm, type WindowsMdm } from '../protocols/windows/index.js';
 
@@ -58,8 +59,11 @@ export async function serveRig(store: Store, o: Partial<Omit<AppOptions, 'store'
   const log = { info: line('info'), warn: line('warn'), error: line('error') };
   const ca = generateCa({ keyBits: 2048 });
   const publicUrl = 'https://mdm.muster.test';
-  const apple = await createAppleMdm(store, { ca, topic: 'com.apple.mgmt.External.00000000-0000-4000-8000-000000000rig', publicUrl, deviceAuth: ['header', 'signature'], secret: () => undefined, log });
-  const windows = createWindowsMdm(store, { ca, publicUrl, deviceAuth: ['header'], secret: () => undefined, log });
+  // The load and the tests come from this machine, standing for the TLS proxy that forwards device certificates (--trusted-proxy 127.0.0.1/32 ::1/128).
+  const proxy = trustedProxies(['127.0.0.1/32', '::1/128']);
+  const trustedProxy = (a: string) => proxy.has(a);
+  const apple = await createAppleMdm(store, { ca, topic: 'com.apple.mgmt.External.00000000-0000-4000-8000-000000000rig', publicUrl, deviceAuth: ['header', 'signature'], trustedProxy, secret: () => undefined, log });
+  const windows = createWindowsMdm(store, { ca, publicUrl, deviceAuth: ['header'], trustedProxy, secret: () => undefined, log });
 
   const { privateKey, publicKey } = await generateKeyPair('RS256');
   const kid = `rig-${randomBytes(4).toString('hex')}`;

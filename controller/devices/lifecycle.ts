@@ -159,7 +159,7 @@ export interface DeviceLifecycle {
    */
   renew(current: string, next: Omit<IdentityInput, 'deviceId' | 'renewalOf' | 'credential' | 'forDevice'>, actor: string, tx: Queryable, details?: Record<string, unknown>): Promise<Identity>;
   /** Records a refused claim or check as a takeover attempt (own transaction: it outlives the refused one). */
-  refused(r: { reason: IdentityRefusal; deviceId: string; platform: Platform; certSha256?: string; actor: string; details?: Record<string, unknown> }): Promise<void>;
+  refused(r: { reason: IdentityRefusal; /** The device the attempt was on; without one (an unbound identity, a message not read), the certificate is the subject. */ deviceId?: string; platform: Platform; certSha256?: string; actor: string; details?: Record<string, unknown> }): Promise<void>;
   /** The device is no longer managed: identities revoked, queue cleared, audited, event published. */
   unenroll(deviceId: string, u: UnenrollInput, tx: Queryable): Promise<{ cleared: number; revoked: number }>;
   /** An admin takes a device out of management (it may enroll again as a new device). */
@@ -263,7 +263,7 @@ export function deviceLifecycle(store: LifecycleStore, o: { now?: () => Date; lo
       await store.audit.append({
         actor: r.actor,
         action: takeover ? 'device.takeover-refused' : 'device.identity-refused',
-        subject: `device/${r.deviceId}`,
+        subject: r.deviceId ? `device/${r.deviceId}` : `certificate/${r.certSha256 ?? 'unknown'}`,
         details: { platform: r.platform, reason: r.reason, ...(r.certSha256 ? { certSha256: r.certSha256 } : {}), ...r.details },
       });
     },

@@ -99,7 +99,7 @@ export async function createAppleMdm(store: Store, c: AppleConfig): Promise<Appl
         renewalAllowed: async (fp) => {
           const id = await store.identities.get(fp);
           if (id && id.platform !== 'apple') {
-            await deviceLifecycle(store, { log: c.log }).refused({ reason: 'other-platform', deviceId: id.deviceId ?? '(unbound)', platform: id.platform, certSha256: fp, actor: 'scep', details: { message: 'SCEP RenewalReq signed with another platform\'s identity' } });
+            await deviceLifecycle(store, { log: c.log }).refused({ ...(id.deviceId ? { deviceId: id.deviceId } : {}), reason: 'other-platform', platform: id.platform, certSha256: fp, actor: 'scep', details: { message: 'SCEP RenewalReq signed with another platform\'s identity' } });
           }
           // Only an identity bound to a device renews: an unbound one would shed its profile's --device limit at each renewal.
           return !!id && id.platform === 'apple' && !id.revokedAt && !!id.deviceId && id.notAfter.getTime() > Date.now();

@@ -303,7 +303,7 @@ export function createWindowsEnrollService(o: WindowsEnrollServiceOptions): Wind
     if (!held.ok) {
       if (held.reason === 'other-platform') {
         const other = await store.identities.get(currentSha256);
-        await lifecycle.refused({ reason: 'other-platform', deviceId: other?.deviceId ?? '(unbound)', platform: other?.platform ?? 'windows', certSha256: currentSha256, actor: 'wstep', details: { message: 'WSTEP renewal signed with another platform\'s identity' } });
+        await lifecycle.refused({ ...(other?.deviceId ? { deviceId: other.deviceId } : {}), reason: 'other-platform', platform: other?.platform ?? 'windows', certSha256: currentSha256, actor: 'wstep', details: { message: 'WSTEP renewal signed with another platform\'s identity' } });
       }
       throw notEligible(`the presented certificate is not a current Windows device identity: ${held.message}`);
     }

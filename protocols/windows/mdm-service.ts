@@ -125,7 +125,8 @@ export function createWindowsMdmService(o: WindowsMdmServiceOptions) {
     if (c.ok) return { deviceId: c.deviceId, certSha256: c.identity.certSha256 };
     if (c.reason === 'other-platform') {
       const other = await store.identities.get(cert!.certSha256);
-      await lifecycle.refused({ reason: c.reason, deviceId: other?.deviceId ?? '(unbound)', platform: other?.platform ?? 'windows', certSha256: cert!.certSha256, actor: 'omadm', details: { message: 'OMA-DM session with another platform\'s identity' } });
+      // Refused before the body is read: the device the message would name is not known, the certificate is.
+      await lifecycle.refused({ ...(other?.deviceId ? { deviceId: other.deviceId } : {}), reason: c.reason, platform: other?.platform ?? 'windows', certSha256: cert!.certSha256, actor: 'omadm', details: { message: 'OMA-DM session with another platform\'s identity' } });
     }
     return refuse(c.message, undefined, o.remote);
   }
