@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../controller/store/index.js';
+import { secretKeysFrom } from '../../controller/cli/secret-key.js';
+import type { CliIO } from '../../controller/cli/io.js';
 import { silentLogger } from '../../controller/store/db.js';
 import { bundle, group, rollout } from '../reconcile/helpers.js';
 import { PolicyRepo, api, childEnv, createToken, serve, until } from './support.js';
@@ -53,7 +55,9 @@ describe('crash safety', { timeout: 360_000 }, () => {
     expect(killedMidStep).toBe(true);
     expect(second.logs.some((l) => String(l.msg).includes('step 3/7 setWeight 30 done'))).toBe(true);
 
-    const store = await openStore({ dataDir: db, logger: silentLogger });
+    // The embedded database's own key (beside its data), found the way every muster command finds it.
+    const keys = secretKeysFrom({ env: {} } as unknown as CliIO, { dataDir: db, create: false })?.keys;
+    const store = await openStore({ dataDir: db, logger: silentLogger, ...(keys ? { keys } : {}) });
     try {
       const transitions = (await store.db.query<{ details: { transitions: string[] } }>(`SELECT details FROM audit_log WHERE subject = 'rollout/base' ORDER BY id`)).rows.flatMap(
         (r) => r.details.transitions,
