@@ -85,33 +85,21 @@ export interface AuditLog {
 
 type RowContent = Omit<AuditRecord, 'prevHash' | 'hash' | 'keyId'>;
 
+/** A row's content as hashed: canonical JSON of its fields (plus the key id for keyed rows). */
+function rowJson(r: RowContent, extra: { keyId?: string } = {}): string {
+  const content = canonicalize({ id: r.id, at: r.at.toISOString(), actor: r.actor, action: r.action, subject: r.subject, details: r.details, ...extra });
+  if (content === undefined) throw new Error('audit entry has no JSON form');
+  return content;
+}
+
 /** The hash of a row written before the chain was keyed: plain SHA-256 of its predecessor's hash and its content. */
 export function auditHash(prevHash: string, r: RowContent): string {
-  const content = canonicalize({
-    id: r.id,
-    at: r.at.toISOString(),
-    actor: r.actor,
-    action: r.action,
-    subject: r.subject,
-    details: r.details,
-  });
-  if (content === undefined) throw new Error('audit entry has no JSON form');
-  return createHash('sha256').update(prevHash).update(content).digest('hex');
+  return createHash('sha256').update(prevHash).update(rowJson(r)).digest('hex');
 }
 
 /** The hash of a keyed row: HMAC-SHA256 under the audit key of its predecessor's hash and its content, key id included. */
 export function keyedAuditHash(auditKey: Buffer, keyId: string, prevHash: string, r: RowContent): string {
-  const content = canonicalize({
-    id: r.id,
-    at: r.at.toISOString(),
-    actor: r.actor,
-    action: r.action,
-    subject: r.subject,
-    details: r.details,
-    keyId,
-  });
-  if (content === undefined) throw new Error('audit entry has no JSON form');
-  return createHmac('sha256', auditKey).update(prevHash).update(content).digest('hex');
+  return createHmac('sha256', auditKey).update(prevHash).update(rowJson(r, { keyId })).digest('hex');
 }
 
 const sameHex = (a: string, b: string) => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
